@@ -1,0 +1,167 @@
+"""`reslab-train`: compose the config, build network, data and module, fit, test, record.
+
+    reslab-train                                   # ResNet-20 on the embedded digits data
+    reslab-train model=plain model.depth=56        # one plain-56 run
+    reslab-train -m experiment=digits_degradation  # the whole degradation sweep
+
+The whole run is `run()` below; everything it builds comes from `cfg` via `instantiate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning.pytorch as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from reslab.callbacks.divergence import TrainingDiverged
+from reslab.errors import ConfigError
+from reslab.models import count_flops, count_parameters, model_summary
+from reslab.module import ClassificationModule
+from reslab.results import best_values, read_metrics_csv, software_versions, write_results
+
+log = logging.getLogger("reslab")
+
+TASKS = ("train", "toy_chain")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://reslab.conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except ConfigError as error:
+        # One clear line instead of a traceback: the message says what to change.
+        log.error("configuration error: %s", error)
+        sys.exit(2)
+
+
+def run(cfg: DictConfig) -> float | None:
+    job_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {cfg.task!r}")
+    if cfg.task == "toy_chain":
+        return _run_toy_chain(cfg, job_dir)
+
+    record: dict[str, Any] = {
+        "status": "running",
+        "error": None,
+        "task": cfg.task,
+        "experiment": cfg.experiment_name,
+        "overrides": list(HydraConfig.get().overrides.task),
+        "seed": cfg.seed,
+        "versions": software_versions(),
+    }
+    start = time.perf_counter()
+    trainer = None
+    try:
+        # Everything that can be wrong with the input fails here, before any training.
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        net = instantiate(cfg.model)
+        datamodule = instantiate(cfg.data)
+        input_shape = (cfg.data.in_channels, cfg.data.image_size, cfg.data.image_size)
+        record.update(params=count_parameters(net), flops=count_flops(net, input_shape))
+        log.info("\n%s", model_summary(net, input_shape))
+        module = ClassificationModule(
+            net,
+            optimizer=instantiate(cfg.optimizer),
+            scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+            num_classes=cfg.data.num_classes,
+        )
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
+            logger=[instantiate(c) for c in cfg.logger.values() if c] or False,
+        )
+        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(cfg, job_dir))
+        if cfg.test:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+        record["status"] = "completed"
+    except ConfigError:
+        raise
+    except TrainingDiverged as error:
+        record.update(status="diverged", error=str(error))
+        log.warning("run diverged: %s", error)
+    except Exception as error:  # noqa: BLE001 - recorded, then raised or let go per on_error
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+        log.exception("run failed")
+        if not _continue_on_error(cfg):
+            raise
+    finally:
+        if trainer is None or trainer.is_global_zero:
+            _finish_record(record, trainer, job_dir, time.perf_counter() - start)
+            write_results(job_dir, record)
+    return record.get("best", {}).get("val/err")
+
+
+def _finish_record(record: dict, trainer: pl.Trainer | None, job_dir: Path, wall_time: float) -> None:
+    record["wall_time_s"] = round(wall_time, 3)
+    if trainer is None:
+        return
+    for logger in trainer.loggers:
+        logger.finalize(record["status"] if record["status"] == "completed" else "failed")
+    record["world_size"] = trainer.world_size
+    record["steps"] = trainer.global_step
+    record["epochs"] = trainer.current_epoch
+    record["metrics"] = {
+        name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1
+    }
+    record["best"] = best_values(read_metrics_csv(job_dir / "metrics.csv"))
+
+
+def _resume_checkpoint(cfg: DictConfig, job_dir: Path) -> str | None:
+    """An explicit `ckpt_path`, else the job's own last.ckpt when a rerun finds one."""
+    if cfg.ckpt_path == "none":
+        return None
+    if cfg.ckpt_path:
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a checkpoint file or ckpt_path=none")
+        return str(path)
+    last = job_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    return None
+
+
+def _continue_on_error(cfg: DictConfig) -> bool:
+    choices = ("auto", "continue", "raise")
+    if cfg.on_error not in choices:
+        raise ConfigError(f"on_error must be one of {choices}, got {cfg.on_error!r}")
+    if cfg.on_error == "auto":
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    return cfg.on_error == "continue"
+
+
+def _run_toy_chain(cfg: DictConfig, job_dir: Path) -> None:
+    from reslab.analysis import run_toy_chain
+
+    start = time.perf_counter()
+    summary = run_toy_chain(out_dir=job_dir, **OmegaConf.to_container(cfg.toy_chain, resolve=True))
+    write_results(
+        job_dir,
+        {
+            "status": "completed",
+            "error": None,
+            "task": "toy_chain",
+            "experiment": cfg.experiment_name,
+            "overrides": list(HydraConfig.get().overrides.task),
+            "summary": summary,
+            "wall_time_s": round(time.perf_counter() - start, 3),
+            "versions": software_versions(),
+        },
+    )
+    return None
+
+
+if __name__ == "__main__":
+    main()
