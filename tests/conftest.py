@@ -59,7 +59,10 @@ def train(tmp_path):
     """`train(*overrides)` runs reslab-train in tmp_path and returns the process."""
 
     def _train(*args: str, check: bool = True, fast: bool = True, **env: str):
-        return run_cli("reslab.train", [*(FAST if fast else []), *args], tmp_path, check=check, **env)
+        # Hydra's flags (-m, --cfg) must come before the overrides.
+        flags = [a for a in args if a.startswith("-")]
+        overrides = [a for a in args if not a.startswith("-")]
+        return run_cli("reslab.train", [*flags, *(FAST if fast else []), *overrides], tmp_path, check=check, **env)
 
     return _train
 

@@ -20,7 +20,10 @@ def _cluster_answers() -> bool:
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         return False
     try:
-        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15).returncode == 0
+        return (
+            subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15, check=False).returncode
+            == 0
+        )
     except subprocess.TimeoutExpired:
         return False
 
@@ -30,9 +33,14 @@ if not _cluster_answers():
 
 
 def _run(*cmd: str, timeout: float = WAIT_S) -> str:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}{done.stderr}"
     return done.stdout
+
+
+def _sbatch(script: Path, *options: str) -> str:
+    """Submit `script`; return its job id."""
+    return _run("sbatch", "--parsable", *options, str(script)).strip()
 
 
 def _write_script(path: Path, body: str) -> Path:
@@ -53,7 +61,7 @@ def _wait_until(condition, what: str, timeout: float = WAIT_S, poll_s: float = 0
 def _job_state(job_id: str) -> str:
     # squeue forgets a job MinJobAge seconds after it ends; scontrol still knows it then.
     out = subprocess.run(
-        ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=15
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=15, check=False
     ).stdout
     for field in out.split():
         if field.startswith("JobState="):
@@ -67,17 +75,14 @@ def submitted_jobs():
     job_ids: list[str] = []
     yield job_ids
     for job_id in job_ids:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=15)
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=15, check=False)
 
 
 def test_batch_job_runs_and_writes_its_output(tmp_path, submitted_jobs):
     script = _write_script(tmp_path / "hello.sh", 'echo "hello from job $SLURM_JOB_ID"\n')
     out_file = tmp_path / "hello.out"
 
-    job_id = _run(
-        "sbatch", "--parsable", "--wait", "-n1", "-t", "1",
-        f"--output={out_file}", str(script),
-    ).strip()
+    job_id = _sbatch(script, "--wait", "-n1", "-t", "1", f"--output={out_file}")
     submitted_jobs.append(job_id)
 
     assert out_file.read_text().strip() == f"hello from job {job_id}"
@@ -91,10 +96,7 @@ def test_requeued_job_runs_again(tmp_path, submitted_jobs):
         f'echo "start ${{SLURM_RESTART_COUNT:-0}}" >> {starts}\n'
         'if [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ]; then sleep 120; fi\n',
     )
-    job_id = _run(
-        "sbatch", "--parsable", "--requeue", "-n1", "-t", "5",
-        f"--output={tmp_path / 'requeue.out'}", str(script),
-    ).strip()
+    job_id = _sbatch(script, "--requeue", "-n1", "-t", "5", "--output=/dev/null")
     submitted_jobs.append(job_id)
 
     def start_count() -> int:
@@ -102,7 +104,9 @@ def test_requeued_job_runs_again(tmp_path, submitted_jobs):
 
     _wait_until(lambda: start_count() == 1, "the job's first start")
     _run("scontrol", "requeue", job_id)
-    _wait_until(lambda: start_count() == 2, "the requeued job's second start", timeout=90)
+    # SLURM holds a requeued job back for AuthInfo's cred_expire seconds: 10 s on the test
+    # cluster (setup.sh), 120 s by default.
+    _wait_until(lambda: start_count() == 2, "the requeued job's second start")
     _wait_until(lambda: _job_state(job_id) in ("COMPLETED", "GONE"), "the job to complete")
 
     assert starts.read_text().splitlines() == ["start 0", "start 1"]

@@ -38,10 +38,12 @@ def test_multirun_then_report(train, report, tmp_path):
     (sweep,) = [p for p in (tmp_path / "multirun").glob("*/*") if p.is_dir()]
     assert sweep.name.endswith("_grid")
     names = sorted(p.name for p in job_dirs(sweep))
-    assert names == [
-        "model.depth=14,model=plain", "model.depth=14,model=resnet",
-        "model.depth=8,model=plain", "model.depth=8,model=resnet",
-    ]
+    # one folder per job, named after its overrides (minus where/how it ran)
+    assert len(names) == 4
+    for depth in (8, 14):
+        for model in ("plain", "resnet"):
+            (name,) = [n for n in names if f"model.depth={depth}," in n and f"model={model}" in n]
+            assert "experiment_name" not in name and "enable_progress_bar" not in name
     out = report(str(sweep)).stdout
     for name in ("report.md", "results.csv", "training_curves.png"):
         assert (sweep / name).is_file(), name

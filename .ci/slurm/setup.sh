@@ -103,8 +103,11 @@ SlurmctldHost=$NODE
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job may start again cred_expire seconds after it stopped (default 120).
+AuthInfo=cred_expire=10
 CredType=cred/munge
 MpiDefault=none
+MailProg=/bin/true
 
 # No cgroups in the test container: track processes by parent pid, bind nothing.
 ProctrackType=proctrack/linuxproc
@@ -114,6 +117,8 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 
 SchedulerType=sched/backfill
+# Look at the queue every 2 s (default 60 s), so a requeued job starts soon after it may.
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$def_mem

@@ -17,10 +17,11 @@ from typing import Any
 
 import hydra
 import lightning.pytorch as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Timer
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from reslab.callbacks.divergence import TrainingDiverged
@@ -82,8 +83,11 @@ def run(cfg: DictConfig) -> float | None:
             logger=[instantiate(c) for c in cfg.logger.values() if c] or False,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(cfg, job_dir))
+        # trainer.test replaces callback_metrics, so the final training values are kept first.
+        record["metrics"] = _scalars(trainer.callback_metrics)
         if cfg.test:
             trainer.test(module, datamodule=datamodule, verbose=False)
+            record["metrics"].update(_scalars(trainer.callback_metrics))
         record["status"] = "completed"
     except ConfigError:
         raise
@@ -111,10 +115,26 @@ def _finish_record(record: dict, trainer: pl.Trainer | None, job_dir: Path, wall
     record["world_size"] = trainer.world_size
     record["steps"] = trainer.global_step
     record["epochs"] = trainer.current_epoch
-    record["metrics"] = {
-        name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1
-    }
+    record.setdefault("metrics", _scalars(trainer.callback_metrics))
     record["best"] = best_values(read_metrics_csv(job_dir / "metrics.csv"))
+    for callback in trainer.callbacks:
+        if isinstance(callback, Timer):
+            record["train_time_s"] = round(callback.time_elapsed("train"), 3)
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, but a ConfigError raised by the target comes out as itself
+    (Hydra wraps it), so the user sees its message alone."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items() if value.numel() == 1}
 
 
 def _resume_checkpoint(cfg: DictConfig, job_dir: Path) -> str | None:

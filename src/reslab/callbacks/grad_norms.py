@@ -6,7 +6,8 @@ ResNets (Figure 7). This callback measures both in real networks, unit by unit.
 
 Units are found by torchvision's naming, which ResLab's networks share: `net.conv1` (with
 `net.bn1` when present) is the stem, every element of the `nn.Sequential` stages
-`net.layer1`, `net.layer2`, ... is a unit, and `net.fc` is the head. Keys carry a zero-padded
+`net.layer1`, `net.layer2`, ... is a unit, and `net.fc` (with a pre-activation net's
+`final_bn`) is the head. Keys carry a zero-padded
 unit index so they sort in network order:
 
     grad_norm/000_stem  grad_norm/001_layer1.0 ... grad_norm/NNN_fc
@@ -67,8 +68,10 @@ def find_units(net: nn.Module) -> list[Unit]:
                 f"got {type(stage).__name__}"
             )
         units += [Unit(f"{stage_name}.{i}", (unit,)) for i, unit in stage.named_children()]
+    # Pre-activation networks put their last BN (ResLab's `final_bn`) in front of the head.
+    head = tuple(children[name] for name in ("final_bn", "fc") if name in children)
     if "fc" in children:
-        units.append(Unit("fc", (children["fc"],)))
+        units.append(Unit("fc", head))
     return units
 
 

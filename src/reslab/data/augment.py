@@ -30,8 +30,7 @@ def resolve_augmentation(augment: bool | str, default: str) -> str:
     if isinstance(augment, str) and augment in AUGMENTATIONS:
         return augment
     raise ConfigError(
-        f"data.augment={augment!r} is not a known augmentation; use true, false or one of "
-        f"{', '.join(AUGMENTATIONS)}."
+        f"data.augment={augment!r} is not a known augmentation; use true, false or one of {', '.join(AUGMENTATIONS)}."
     )
 
 
@@ -89,7 +88,7 @@ def pixel_statistics(images: Tensor, chunk: int = 4096) -> tuple[Tensor, Tensor]
     total = torch.zeros(images.shape[1:], dtype=torch.float64, device=images.device)
     total_sq = torch.zeros_like(total)
     for start in range(0, images.shape[0], chunk):
-        part = to_unit_range(images[start : start + chunk]).double()
+        part = to_unit_range(images[start : start + chunk])  # float32 within a chunk, float64 across
         total += part.sum(0)
         total_sq += part.square().sum(0)
     return total / images.shape[0], total_sq / images.shape[0]

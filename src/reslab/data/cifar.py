@@ -198,8 +198,13 @@ def write_cifar_like(
         for name, count in (("train", n_train), ("test", n_test)):
             data, labels = images_and_labels(count)
             dump(name, {"data": data, "fine_labels": labels, "coarse_labels": [y // 5 for y in labels]})
-        dump("meta", {"fine_label_names": [f"class_{i}" for i in range(100)],
-                      "coarse_label_names": [f"superclass_{i}" for i in range(20)]})
+        dump(
+            "meta",
+            {
+                "fine_label_names": [f"class_{i}" for i in range(100)],
+                "coarse_label_names": [f"superclass_{i}" for i in range(20)],
+            },
+        )
         return root
     data, labels = images_and_labels(n_train)
     for number, part in enumerate(np.array_split(np.arange(n_train), 5), start=1):

@@ -76,4 +76,3 @@ class DigitsDataModule(InMemoryDataModule):
         if self.val_count:
             splits["val"] = everything.select(rest[val])
         return splits
-

@@ -262,10 +262,12 @@ class InMemoryDataModule(L.LightningDataModule):
                 f"but data.num_classes={self.num_classes}; set data.num_classes to the number of classes."
             )
 
+    def trainer_device(self) -> torch.device:
+        return torch.device("cpu") if self.trainer is None else self.trainer.strategy.root_device
+
     def target_device(self) -> torch.device:
-        if not self.on_device or self.trainer is None:
-            return torch.device("cpu")
-        return self.trainer.strategy.root_device
+        """Where the tensors live: the Trainer's device when `on_device`, else the CPU."""
+        return self.trainer_device() if self.on_device else torch.device("cpu")
 
     def move_to(self, device: torch.device) -> None:
         assert self.splits is not None
@@ -292,5 +294,5 @@ class InMemoryDataModule(L.LightningDataModule):
             collate_fn=keep_batch,
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=on_cpu and self.target_device().type == "cuda",
+            pin_memory=on_cpu and self.trainer_device().type == "cuda",
         )

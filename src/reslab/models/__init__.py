@@ -1,0 +1,32 @@
+"""Networks: the plain/residual builder, the torchvision adapter, complexity measures.
+
+Only nn.Modules and pure functions live here (no Lightning, no Hydra); configs reach them
+through `hydra.utils.instantiate(cfg.model)`.
+"""
+
+from reslab.models.blocks import LinearSkipUnit, PostActUnit, PreActUnit, Unit
+from reslab.models.complexity import count_flops, count_parameters, model_summary, weighted_depth
+from reslab.models.heads import classifier_head, classifier_head_name
+from reslab.models.network import Network, NetworkSpec, build_network, resolve_spec
+from reslab.models.shortcuts import ZeroPadSubsample
+from reslab.models.torchvision_adapter import available_models, build_torchvision_model
+
+__all__ = [
+    "LinearSkipUnit",
+    "Network",
+    "NetworkSpec",
+    "PostActUnit",
+    "PreActUnit",
+    "Unit",
+    "ZeroPadSubsample",
+    "available_models",
+    "build_network",
+    "build_torchvision_model",
+    "classifier_head",
+    "classifier_head_name",
+    "count_flops",
+    "count_parameters",
+    "model_summary",
+    "resolve_spec",
+    "weighted_depth",
+]

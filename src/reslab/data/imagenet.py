@@ -1,0 +1,237 @@
+"""ImageNet (or any image-folder data set) with the paper's recipe (section 3.4).
+
+Layout: `root`/train/<class>/*.JPEG and `root`/val/<class>/*.JPEG, the same class folders in
+both (the 50k raw val images must first be sorted into class folders). The test split is the
+val set: the paper reports ImageNet val error.
+
+Training images: shorter side resized to a random size in `resize_range` ([256, 480]), random
+`image_size` (224) crop, horizontal flip, colour augmentation, normalisation. The paper uses
+AlexNet's PCA lighting noise; ColorJitter(brightness, contrast, saturation = `color_jitter`)
+stands in for it, as in fb.resnet.torch and torchvision's recipes. The paper subtracts the
+per-pixel mean; here each channel is normalised by the usual ImageNet mean/std, which for a
+network with BN after its first conv amounts to the same.
+
+Evaluation: shorter side resized to `val_resize` (256), centre `image_size` crop. With
+`ten_crop_test: true` the test batches are (B, 10, C, H, W): four corners and the centre, each
+also mirrored; the LightningModule averages the logits over dim 1 when its input is 5-D.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms import v2
+
+from reslab.data.in_memory import check_data_root, check_non_negative_int, check_positive_int
+from reslab.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LAYOUT = (
+    "data.root/train/<class>/*.JPEG and data.root/val/<class>/*.JPEG "
+    "(one folder per class, the same class names in both)"
+)
+
+
+def read_rgb(path: str) -> Tensor:
+    """Decode a file to a uint8 (3, H, W) tensor: libjpeg straight to a tensor, no PIL round trip."""
+    return decode_image(path, mode=ImageReadMode.RGB)
+
+
+def stack_crops(crops: Sequence[Tensor]) -> Tensor:
+    """TenCrop's tuple of crops as one (10, C, H, W) tensor, so batches collate to (B, 10, C, H, W)."""
+    return torch.stack(list(crops))
+
+
+def class_folders(folder: str) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """Image folders read by worker processes, augmented per image with torchvision.transforms.v2.
+
+    Attributes the training script may read: `num_classes`, `input_shape` (C, H, W), and after
+    `setup()`: `num_train`. `batch_size` and `eval_batch_size` are per device under DDP; with
+    ten-crop testing a test batch holds 10 x eval_batch_size crops.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        image_size: int = 224,
+        resize_range: Sequence[int] = (256, 480),
+        val_resize: int = 256,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        augment: bool = True,
+        color_jitter: float = 0.4,
+        ten_crop_test: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        super().__init__()
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        if in_channels != 3:
+            raise ConfigError(f"data.in_channels={in_channels!r}: images are decoded as RGB, so it must be 3.")
+        self.image_size = check_positive_int("image_size", image_size)
+        self.input_shape = (3, self.image_size, self.image_size)
+        self.resize_range = self.check_resize_range(resize_range)
+        self.val_resize = check_positive_int("val_resize", val_resize)
+        if self.val_resize < self.image_size:
+            raise ConfigError(
+                f"data.val_resize={val_resize} is smaller than data.image_size={image_size}; the crop must fit."
+            )
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.eval_batch_size = (
+            self.batch_size if eval_batch_size is None else check_positive_int("eval_batch_size", eval_batch_size)
+        )
+        self.num_workers = check_non_negative_int("num_workers", num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        if not isinstance(augment, bool):
+            raise ConfigError(f"data.augment={augment!r} must be true or false for image folders.")
+        self.augment = augment
+        if not isinstance(color_jitter, (int, float)) or isinstance(color_jitter, bool) or color_jitter < 0:
+            raise ConfigError(f"data.color_jitter={color_jitter!r} must be a number >= 0 (0 turns it off).")
+        self.color_jitter = float(color_jitter)
+        self.ten_crop_test = bool(ten_crop_test)
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError(f"data.mean={mean!r} and data.std={std!r} need 3 values each, std > 0.")
+        self.root = check_data_root(root)
+        self.classes = self.check_layout()
+        self.train_set: ImageFolder | None = None
+        self.val_set: ImageFolder | None = None
+        self.test_set: ImageFolder | None = None
+
+    # --- validation before any work: folder layout and class count, no file scan
+
+    def check_resize_range(self, resize_range: Sequence[int]) -> tuple[int, int]:
+        values = list(resize_range) if hasattr(resize_range, "__iter__") else []
+        if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"data.resize_range={resize_range!r} must be [min, max] shorter-side sizes in pixels.")
+        low, high = values
+        if not self.image_size <= low <= high:
+            raise ConfigError(
+                f"data.resize_range={values} must satisfy data.image_size ({self.image_size}) <= min <= max."
+            )
+        return low, high
+
+    def check_layout(self) -> list[str]:
+        split_classes = {}
+        for split in ("train", "val"):
+            folder = self.root / split
+            found = class_folders(str(folder)) if folder.is_dir() else []
+            if not found:
+                raise ConfigError(
+                    f"image folder data set not found: data.root={self.root} has no class folders under "
+                    f"{split}/. Expected {LAYOUT}."
+                )
+            split_classes[split] = found
+        if split_classes["train"] != split_classes["val"]:
+            only_train = sorted(set(split_classes["train"]) - set(split_classes["val"]))[:5]
+            only_val = sorted(set(split_classes["val"]) - set(split_classes["train"]))[:5]
+            raise ConfigError(
+                f"data.root={self.root}: train/ and val/ hold different class folders (only in train: {only_train}, "
+                f"only in val: {only_val}). Expected {LAYOUT}."
+            )
+        if len(split_classes["train"]) != self.num_classes:
+            raise ConfigError(
+                f"data.num_classes={self.num_classes} but data.root={self.root}/train holds "
+                f"{len(split_classes['train'])} class folders; set data.num_classes={len(split_classes['train'])}."
+            )
+        return split_classes["train"]
+
+    # --- transforms
+
+    def normalize(self) -> list:
+        return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+
+    def train_transform(self) -> v2.Compose:
+        if not self.augment:
+            return self.eval_transform()
+        low, high = self.resize_range
+        colour = [v2.ColorJitter(self.color_jitter, self.color_jitter, self.color_jitter)] if self.color_jitter else []
+        return v2.Compose(
+            [
+                v2.RandomShortestSize(list(range(low, high + 1)), antialias=True),
+                v2.RandomCrop(self.image_size),
+                v2.RandomHorizontalFlip(),
+                *colour,
+                *self.normalize(),
+            ]
+        )
+
+    def eval_transform(self) -> v2.Compose:
+        return v2.Compose(
+            [v2.Resize(self.val_resize, antialias=True), v2.CenterCrop(self.image_size), *self.normalize()]
+        )
+
+    def ten_crop_transform(self) -> v2.Compose:
+        return v2.Compose(
+            [
+                v2.Resize(self.val_resize, antialias=True),
+                v2.TenCrop(self.image_size),
+                stack_crops,  # a plain callable: v2.Lambda would see the ten crops one by one
+                *self.normalize(),
+            ]
+        )
+
+    # --- Lightning hooks
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in ("fit", None) and self.train_set is None:
+            self.train_set = self.image_folder("train", self.train_transform())
+        if stage in ("fit", "validate", None) and self.val_set is None:
+            self.val_set = self.image_folder("val", self.eval_transform())
+        if stage in ("test", None) and self.test_set is None:
+            self.test_set = self.image_folder(
+                "val", self.ten_crop_transform() if self.ten_crop_test else self.eval_transform()
+            )
+
+    def image_folder(self, split: str, transform: v2.Compose) -> ImageFolder:
+        try:
+            return ImageFolder(str(self.root / split), transform, loader=read_rgb)
+        except FileNotFoundError as error:  # a class folder without any image file
+            raise ConfigError(f"data.root={self.root}: {error}. Expected {LAYOUT}.") from error
+
+    @property
+    def num_train(self) -> int | None:
+        return None if self.train_set is None else len(self.train_set)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader(self.require(self.train_set, "train"), self.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader(self.require(self.val_set, "val"), self.eval_batch_size, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader(self.require(self.test_set, "test"), self.eval_batch_size, train=False)
+
+    def require(self, dataset: ImageFolder | None, name: str) -> ImageFolder:
+        if dataset is None:
+            raise RuntimeError(f"call setup() before asking ImageNetDataModule for its {name} data")
+        return dataset
+
+    def loader(self, dataset: ImageFolder, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) >= batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )

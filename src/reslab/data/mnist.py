@@ -1,0 +1,167 @@
+"""MNIST and Fashion-MNIST (1x28x28, 10 classes) as uint8 tensors.
+
+Files are read by torchvision's MNIST/FashionMNIST loaders from the IDX files under
+`root`/MNIST/raw/ (or `root`/FashionMNIST/raw/); `download: true` fetches them in
+`prepare_data`. Train/val: `val_size` (default 5000) of the 60k training images held out,
+stratified by `seed` (`val_size: 0` validates on the test set); test: the 10k test images.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from torchvision.datasets import MNIST, FashionMNIST
+
+from reslab.data.in_memory import (
+    InMemoryDataModule,
+    Split,
+    check_data_root,
+    check_fixed,
+    check_split_size,
+    split_count,
+    split_off,
+)
+from reslab.errors import ConfigError
+
+# The uncompressed IDX files torchvision's loader reads from <root>/<ClassName>/raw/.
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+class MNISTDataModule(InMemoryDataModule):
+    """MNIST: 55k train / 5k val / 10k test by default; per-channel normalisation.
+
+    `augment: true` is a random crop after `crop_padding` px of padding (no flip: digits are
+    not mirror-symmetric).
+    """
+
+    dataset_name = "MNIST"
+    torchvision_class = MNIST
+    default_augmentation = "crop"
+
+    def __init__(
+        self,
+        root: str,
+        download: bool = False,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        image_size: int = 28,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        val_size: int | float = 5000,
+        seed: int = 0,
+        normalize: str = "per_channel",
+        augment: bool | str = False,
+        crop_padding: int = 2,
+        num_workers: int = 0,
+        on_device: bool = True,
+    ) -> None:
+        super().__init__(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            image_size=image_size,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            seed=seed,
+            normalize=normalize,
+            augment=augment,
+            crop_padding=crop_padding,
+            num_workers=num_workers,
+            on_device=on_device,
+        )
+        check_fixed("num_classes", num_classes, 10, self.dataset_name)
+        check_fixed("in_channels", in_channels, 1, self.dataset_name)
+        check_fixed("image_size", image_size, 28, self.dataset_name)
+        self.val_size = check_split_size("val_size", val_size)
+        self.root = check_data_root(root)
+        self.download = bool(download)
+        raw = Path(self.torchvision_class.__name__, "raw")
+        missing = [
+            str(raw / name) for names in IDX_FILES.values() for name in names if not (self.root / raw / name).is_file()
+        ]
+        if missing and not self.download:
+            raise ConfigError(
+                f"{self.dataset_name} not found: data.root={self.root} lacks {', '.join(missing)}. "
+                f"Set data.download=true to download it there, or point data.root at the folder that "
+                f"holds {raw.parent}/."
+            )
+
+    def prepare_data(self) -> None:
+        if not self.download:
+            return
+        try:
+            self.torchvision_class(str(self.root), train=True, download=True)
+        except Exception as error:  # network or disk: say where and what to do, once
+            raise ConfigError(
+                f"could not download {self.dataset_name} to data.root={self.root} ({error}); place the IDX "
+                f"files under {self.torchvision_class.__name__}/raw/ there by hand and set data.download=false."
+            ) from error
+
+    def read(self, train: bool) -> Split:
+        try:
+            dataset = self.torchvision_class(str(self.root), train=train, download=False)
+        except (RuntimeError, OSError, ValueError) as error:
+            raise ConfigError(
+                f"{self.dataset_name} files under data.root={self.root} could not be read ({error}); "
+                "set data.download=true to fetch clean files."
+            ) from error
+        return Split(dataset.data.unsqueeze(1).contiguous(), dataset.targets.long())
+
+    def load_splits(self) -> dict[str, Split]:
+        full_train, test = self.read(train=True), self.read(train=False)
+        val_count = split_count("val_size", self.val_size, len(full_train))
+        train_idx, val_idx = split_off(full_train.labels, val_count, self.seed)
+        splits = {"train": full_train.select(train_idx), "test": test}
+        if val_count:
+            splits["val"] = full_train.select(val_idx)
+        return splits
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST: same shape, splits and arguments as MNIST; `augment: true` also flips
+    (clothes are roughly mirror-symmetric)."""
+
+    dataset_name = "Fashion-MNIST"
+    torchvision_class = FashionMNIST
+    default_augmentation = "crop_flip"
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    # IDX header: two zero bytes, type code 0x08 (uint8), number of dims, then each dim big-endian.
+    with open(path, "wb") as file:
+        file.write(struct.pack(">BBBB", 0, 0, 0x08, array.ndim))
+        file.write(struct.pack(f">{array.ndim}I", *array.shape))
+        file.write(array.astype(np.uint8).tobytes())
+
+
+def write_mnist_like(
+    root: str | os.PathLike,
+    n_train: int = 100,
+    n_test: int = 50,
+    fashion: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write tiny uncompressed IDX files (28x28, 10 classes) where torchvision looks; returns `root`.
+
+    Files go to root/MNIST/raw/ (or root/FashionMNIST/raw/ with fashion=True): train-images-
+    idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte. Labels
+    cycle through the classes; each class has its own pattern under the noise, so it is learnable.
+    """
+    if n_train < 1 or n_test < 1:
+        raise ConfigError(f"n_train={n_train}, n_test={n_test}: both must be >= 1.")
+    rng = np.random.default_rng(seed)
+    patterns = rng.integers(0, 256, size=(10, 28, 28))
+    raw = Path(root) / ("FashionMNIST" if fashion else "MNIST") / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n_train), ("test", n_test)):
+        labels = rng.permutation(np.arange(count) % 10)
+        images = 0.6 * patterns[labels] + 0.4 * rng.integers(0, 256, size=(count, 28, 28))
+        image_file, label_file = IDX_FILES[split]
+        _write_idx(raw / image_file, images)
+        _write_idx(raw / label_file, labels)
+    return Path(root)

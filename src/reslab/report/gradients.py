@@ -1,0 +1,163 @@
+"""Per-unit gradient norms and response stds of runs, from their metrics.csv.
+
+Reads what `reslab.callbacks.grad_norms.GradientNormMonitor` logs (`grad_norm/NNN_unit`,
+`response_std/NNN_unit`) and answers the seed's question in real networks: does the first
+layers' gradient vanish in a deep plain net? Profiles are plotted against the unit index
+(0 = stem, last = fc) at the earliest and latest logged steps.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from reslab.errors import ConfigError
+from reslab.results import read_metrics_csv
+
+# The callback's key prefixes (repeated here so reading a CSV does not import Lightning).
+GRAD_NORM_PREFIX = "grad_norm"
+RESPONSE_STD_PREFIX = "response_std"
+
+# step -> [(unit index, unit name, value)] in network order
+Profiles = dict[int, list[tuple[int, str, float]]]
+StepChoice = str | int
+
+
+def read_unit_profiles(metrics_csv: str | Path, prefix: str = GRAD_NORM_PREFIX) -> Profiles:
+    """Every logged step's per-unit values of `prefix/NNN_name` columns, steps ascending."""
+    path = Path(metrics_csv)
+    if not path.is_file():
+        raise ConfigError(f"metrics file not found: {path}")
+    key = re.compile(rf"{re.escape(prefix)}/(\d+)_(.+)")
+    by_step: dict[int, dict[int, tuple[str, float]]] = {}
+    # CSVLogger writes one row per logging call, so other metrics of the same step sit in
+    # rows of their own; the callback's values all share one row, a later row wins.
+    for row in read_metrics_csv(path):
+        units = {
+            int(match.group(1)): (match.group(2), value)
+            for column, value in row.items()
+            if (match := key.fullmatch(column))
+        }
+        if units and "step" in row:
+            by_step.setdefault(int(row["step"]), {}).update(units)
+    if not by_step:
+        raise ConfigError(
+            f"no {prefix}/* metrics in {path}: train with the gradient-norm callback, "
+            "e.g. reslab-train 'callbacks=[default,grad_norms]'"
+        )
+    return {
+        step: [(index, name, value) for index, (name, value) in sorted(units.items())]
+        for step, units in sorted(by_step.items())
+    }
+
+
+def pick_step(profiles: Profiles, choice: StepChoice) -> int:
+    """"early" = first logged step, "late" = last logged step, or an exact logged step."""
+    steps = list(profiles)
+    if choice == "early":
+        return steps[0]
+    if choice == "late":
+        return steps[-1]
+    if isinstance(choice, int) and choice in profiles:
+        return choice
+    raise ConfigError(f"step {choice!r} was not logged; use 'early', 'late' or one of {steps}")
+
+
+def _plot_profiles(
+    runs: Sequence[tuple[str, str | Path]],
+    out_png: str | Path,
+    prefix: str,
+    ylabel: str,
+    steps: Sequence[StepChoice],
+    log_y: bool,
+) -> Path:
+    if not runs:
+        raise ConfigError("no runs to plot: pass [(label, metrics.csv path), ...]")
+    profiles = [(label, read_unit_profiles(path, prefix)) for label, path in runs]
+
+    fig = Figure(figsize=(5.5 * len(steps), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(steps), sharey=True, squeeze=False)[0]
+    for ax, choice in zip(axes, steps):
+        for label, run_profiles in profiles:
+            step = pick_step(run_profiles, choice)
+            indices, _, values = zip(*run_profiles[step])
+            ax.plot(indices, values, marker=".", label=f"{label} (step {step})")
+        title = {"early": "earliest logged step", "late": "latest logged step"}.get(choice, f"step {choice}")
+        ax.set_title(title)
+        ax.set_xlabel("unit index (0 = stem, last = fc)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_y:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    axes[0].set_ylabel(ylabel)
+
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    return out_png
+
+
+def plot_gradient_norms(
+    runs: Sequence[tuple[str, str | Path]],
+    out_png: str | Path,
+    steps: Sequence[StepChoice] = ("early", "late"),
+) -> Path:
+    """Gradient L2 norm per unit (log y), one line per (label, metrics.csv), one panel per step."""
+    return _plot_profiles(runs, out_png, GRAD_NORM_PREFIX, "gradient L2 norm", steps, log_y=True)
+
+
+def plot_response_stds(
+    runs: Sequence[tuple[str, str | Path]],
+    out_png: str | Path,
+    steps: Sequence[StepChoice] = ("early", "late"),
+) -> Path:
+    """Std of each unit's output per unit (the paper's Figure 7), one panel per step."""
+    return _plot_profiles(runs, out_png, RESPONSE_STD_PREFIX, "std of unit response", steps, log_y=False)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b != 0 else math.inf
+
+
+def summarize_gradient_norms(metrics_csv: str | Path) -> dict:
+    """First-unit over last-unit gradient norm (and the spread over units) at the early and late step.
+
+    A ratio far below one means the gradient reaching the first layers has vanished.
+    """
+    profiles = read_unit_profiles(metrics_csv, GRAD_NORM_PREFIX)
+    summary = {}
+    for choice in ("early", "late"):
+        step = pick_step(profiles, choice)
+        units = profiles[step]
+        (_, first_name, first), (_, last_name, last) = units[0], units[-1]
+        values = [value for _, _, value in units]
+        summary[choice] = {
+            "step": step,
+            "first_unit": first_name,
+            "last_unit": last_name,
+            "first": first,
+            "last": last,
+            "first_over_last": _ratio(first, last),
+            "min": min(values),
+            "max": max(values),
+            "max_over_min": _ratio(max(values), min(values)),
+        }
+    return summary
+
+
+def describe_gradient_norms(label: str, summary: dict) -> str:
+    """One line for a report, from `summarize_gradient_norms`."""
+    early, late = summary["early"], summary["late"]
+    return (
+        f"{label}: the first unit's ({early['first_unit']}) gradient norm is "
+        f"{early['first_over_last']:.3g} times the last unit's ({early['last_unit']}) at step "
+        f"{early['step']} and {late['first_over_last']:.3g} times at step {late['step']}."
+    )
