@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reslab.callbacks.divergence import TrainingDiverged
 from reslab.errors import ConfigError
+from reslab.loggers import build_loggers, close_loggers
 from reslab.models import count_flops, count_parameters, model_summary
 from reslab.module import ClassificationModule
 from reslab.results import best_values, read_metrics_csv, software_versions, write_results
@@ -80,7 +81,7 @@ def run(cfg: DictConfig) -> float | None:
         trainer = instantiate(
             cfg.trainer,
             callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
-            logger=[instantiate(c) for c in cfg.logger.values() if c] or False,
+            logger=build_loggers(cfg, job_dir, instantiate) or False,
         )
         trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(cfg, job_dir))
         # trainer.test replaces callback_metrics, so the final training values are kept first.
@@ -89,7 +90,8 @@ def run(cfg: DictConfig) -> float | None:
             trainer.test(module, datamodule=datamodule, verbose=False)
             record["metrics"].update(_scalars(trainer.callback_metrics))
         record["status"] = "completed"
-    except ConfigError:
+    except ConfigError as error:
+        record.update(status="failed", error=f"configuration error: {error}")
         raise
     except TrainingDiverged as error:
         record.update(status="diverged", error=str(error))
@@ -110,8 +112,7 @@ def _finish_record(record: dict, trainer: pl.Trainer | None, job_dir: Path, wall
     record["wall_time_s"] = round(wall_time, 3)
     if trainer is None:
         return
-    for logger in trainer.loggers:
-        logger.finalize(record["status"] if record["status"] == "completed" else "failed")
+    record.update(close_loggers(trainer.loggers, record["status"]))
     record["world_size"] = trainer.world_size
     record["steps"] = trainer.global_step
     record["epochs"] = trainer.current_epoch
