@@ -33,6 +33,9 @@ def cli_env(**extra: str) -> dict[str, str]:
     )
     env.pop("WANDB_API_KEY", None)
     env.update(extra)
+    # A None value unsets the variable (e.g. WANDB_MODE=None lets a run choose its own mode).
+    for name in [name for name, value in extra.items() if value is None]:
+        del env[name]
     return env
 
 

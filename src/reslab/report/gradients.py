@@ -161,3 +161,38 @@ def describe_gradient_norms(label: str, summary: dict) -> str:
         f"{early['first_over_last']:.3g} times the last unit's ({early['last_unit']}) at step "
         f"{early['step']} and {late['first_over_last']:.3g} times at step {late['step']}."
     )
+
+
+def gradient_section(jobs: Sequence, sweep_dir: str | Path) -> tuple[list[str], list[Path]]:
+    """The report's gradient section for the jobs that logged gradient norms (none: nothing).
+
+    Labels add `(norm=none)` for networks without BN, so the paper's question (do plain nets'
+    gradients vanish with BN?) reads straight off the sentences and the figures.
+    """
+    runs = []
+    for job in jobs:
+        metrics = Path(job.path) / "metrics.csv"
+        if not metrics.is_file() or f"{GRAD_NORM_PREFIX}/" not in metrics.open().readline():
+            continue
+        norm = job.model.get("norm", "bn")
+        runs.append((job.label if norm == "bn" else f"{job.label} (norm={norm})", metrics, job))
+    if not runs:
+        return [], []
+    sweep_dir = Path(sweep_dir)
+    pairs = [(label, path) for label, path, _ in runs]
+    figures = [
+        plot_gradient_norms(pairs, sweep_dir / "gradient_norms.png"),
+        plot_response_stds(pairs, sweep_dir / "response_stds.png"),
+    ]
+    lines = [
+        "## Gradient norms per unit",
+        "",
+        "First unit (stem) against last unit (fc): a ratio far below 1 means the gradient has",
+        "vanished on its way back to the first layer.",
+        "",
+    ]
+    for label, path, job in runs:
+        status = "" if job.status == "completed" else f" (job {job.status})"
+        lines.append(f"- {describe_gradient_norms(label, summarize_gradient_norms(path))}{status}")
+    lines += ["", "![gradient norms](gradient_norms.png)", "", "![response stds](response_stds.png)", ""]
+    return lines, figures

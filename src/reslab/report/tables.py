@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from reslab.report.collect import Job
+from reslab.report.collect import Job, seed_free
 
 FAMILY_ORDER = {"plain": 0, "resnet": 1, "preact": 2}
 
@@ -29,6 +29,10 @@ class Stat:
     def std(self) -> float | None:
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.values) if self.values else None
+
     def percent(self) -> str:
         """`12.34` or `12.34 ± 0.56` (in %), blank when no job has the value."""
         if self.mean is None:
@@ -39,10 +43,12 @@ class Stat:
 
 @dataclass
 class GridPoint:
-    """The jobs of a sweep that differ only in their seed."""
+    """The jobs of a sweep that differ only in their seed; `missing`: how many more the sweep's
+    grid defines at this point that never started."""
 
     key: tuple
     jobs: list[Job]
+    missing: int = 0
 
     @property
     def first(self) -> Job:
@@ -52,6 +58,21 @@ class GridPoint:
     def completed(self) -> list[Job]:
         return [job for job in self.jobs if job.status == "completed"]
 
+    @property
+    def count(self) -> str:
+        """`completed/jobs`, e.g. `2/3`; jobs of the grid that never started count as jobs."""
+        return f"{len(self.completed)}/{len(self.jobs) + self.missing}"
+
+    def states(self) -> str:
+        """The states of the jobs that did not complete, e.g. `1 failed, 1 not started`."""
+        counts: dict[str, int] = {}
+        for job in self.jobs:
+            if job.status != "completed":
+                counts[job.status] = counts.get(job.status, 0) + 1
+        if self.missing:
+            counts["not started"] = self.missing
+        return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
     def stat(self, value: Callable[[Job], float | None]) -> Stat:
         values = [value(job) for job in self.completed]
         return Stat([v for v in values if v is not None])
@@ -59,13 +80,18 @@ class GridPoint:
 
 def grid_key(job: Job) -> tuple:
     """What identifies a grid point: every override except the seed."""
-    return tuple(sorted(o for o in job.overrides if not o.startswith(("seed=", "+seed="))))
+    return seed_free(job.overrides)
 
 
-def group_by_grid_point(jobs: Iterable[Job]) -> list[GridPoint]:
+def group_by_grid_point(jobs: Iterable[Job], missing: Iterable[list[str]] = ()) -> list[GridPoint]:
+    """Jobs grouped by grid point. A never-started job (`missing`, its overrides) counts at its
+    point when another seed of that point started; otherwise only the sweep's list names it."""
     points: dict[tuple, GridPoint] = {}
     for job in jobs:
         points.setdefault(grid_key(job), GridPoint(grid_key(job), [])).jobs.append(job)
+    for overrides in missing:
+        if seed_free(overrides) in points:
+            points[seed_free(overrides)].missing += 1
     return sorted(
         points.values(),
         key=lambda p: (FAMILY_ORDER.get(p.first.family, 9), p.first.family, p.first.depth or 0, p.key),
@@ -74,14 +100,16 @@ def group_by_grid_point(jobs: Iterable[Job]) -> list[GridPoint]:
 
 COLUMNS = (
     "model", "depth", "shortcut", "params", "MACs", "train err %", "val err %",
-    "best val err %", "test err %", "n",
+    "best val err %", "test err %", "n", "grid point",
 )
 
 
 def summary_rows(points: list[GridPoint]) -> list[dict[str, str]]:
+    # The overrides every point shares (the experiment, the data root) say nothing about a row.
+    shared = set.intersection(*(set(point.key) for point in points)) if points else set()
     rows = []
     for point in points:
-        job = point.first
+        job = next((j for j in point.jobs if (j.results or {}).get("params")), point.first)
         params = (job.results or {}).get("params")
         flops = (job.results or {}).get("flops")
         rows.append(
@@ -95,7 +123,8 @@ def summary_rows(points: list[GridPoint]) -> list[dict[str, str]]:
                 "val err %": point.stat(lambda j: j.metric("val/err")).percent(),
                 "best val err %": point.stat(lambda j: j.best("val/err")).percent(),
                 "test err %": point.stat(lambda j: j.metric("test/err")).percent(),
-                "n": f"{len(point.completed)}/{len(point.jobs)}",
+                "n": point.count,
+                "grid point": " ".join(o for o in point.key if o not in shared) or "—",
             }
         )
     return rows

@@ -1,0 +1,446 @@
+"""Paper-shaped reports of the experiments ResLab reproduces: for each, tables with the paper's
+rows and columns, our value beside the paper's (and a public reproduction's) and the
+difference, and the paper's figure. `layout_for(name)` finds the layout of an experiment
+(`X_smoke` shares X's); sweeps of other experiments get the generic table and figure.
+
+Values are errors in %; "Δ" is ours minus the paper's, in points. A cell without a completed
+run says why: the states of its jobs (running, failed, ...), or "—" when no job of the sweep
+is at that row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reslab.report import paper
+from reslab.report.collect import Job
+from reslab.report.figures import curves_figure, degradation_figure, figure4, figure6
+from reslab.report.tables import GridPoint, Stat
+
+SMOKE_SUFFIX = "_smoke"
+# A change in final training error smaller than this (percentage points) counts as none: the
+# per-batch error averaged over the last 10% of a run still moves by about that much.
+DEGRADATION_NOISE = 1.0
+NOT_BUILT = "not built (no model knob for this unit)"
+
+
+@dataclass
+class Section:
+    """A titled table of the report, with notes printed under it."""
+
+    title: str
+    rows: list[dict[str, str]]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    filename: str
+    caption: str
+    draw: Callable[[list[Job], Path, str], Path | None]
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    title: str
+    tables: Callable[[list[GridPoint]], list[Section]]
+    figures: tuple[FigureSpec, ...]
+
+
+def layout_for(experiment: str | None) -> Layout | None:
+    """The paper layout of `experiment` (its smoke variant's too), or None."""
+    if not experiment:
+        return None
+    name = experiment[: -len(SMOKE_SUFFIX)] if experiment.endswith(SMOKE_SUFFIX) else experiment
+    return LAYOUTS.get(name)
+
+
+# ----------------------------------------------------------------------------- cells
+
+
+def top1_test_error(job: Job) -> float | None:
+    return job.metric("test/err")
+
+
+def top5_test_error(job: Job) -> float | None:
+    return job.metric("test/err_top5")
+
+
+def ours(
+    point: GridPoint | None, value: Callable[[Job], float | None], median: bool = False
+) -> tuple[str, float | None]:
+    """(cell text, value in %) of one grid point: mean ± std over seeds (or the median), with
+    the completed/total count when it is not 1/1; the jobs' states when none completed."""
+    if point is None:
+        return "—", None
+    stat = point.stat(value)
+    if stat.n == 0:
+        return point.states() or "no value", None
+    if median:
+        centre = 100 * stat.median
+        text = f"{centre:.2f} (median)"
+    else:
+        centre = 100 * stat.mean
+        text = stat.percent()
+    if point.count != "1/1":
+        text += f" (n={point.count})"
+    return text, centre
+
+
+def delta(value: float | None, reference: float | None) -> str:
+    if value is None or reference is None:
+        return ""
+    return f"{value - reference:+.2f}"
+
+
+def reference(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def matching(points: Sequence[GridPoint], predicate: Callable[[Job], bool]) -> list[GridPoint]:
+    return [point for point in points if predicate(point.first)]
+
+
+def one_per_row(points: list[GridPoint]) -> list[tuple[str, GridPoint | None]]:
+    """The grid points of one paper row: (suffix, point) each, the suffix naming the overrides
+    that tell several points apart (e.g. ` [optimizer.lr=0.05]`); [("", None)] when none."""
+    if not points:
+        return [("", None)]
+    if len(points) == 1:
+        return [("", points[0])]
+    shared = set.intersection(*(set(point.key) for point in points))
+    return [(" [" + " ".join(o for o in point.key if o not in shared) + "]", point) for point in points]
+
+
+def params_of(point: GridPoint | None) -> str:
+    for job in point.jobs if point else []:
+        if (job.results or {}).get("params"):
+            return f"{job.results['params']:,}"
+    return "—"
+
+
+# ----------------------------------------------------------------------------- CIFAR-10, Table 6
+
+
+def cifar_table6(points: list[GridPoint]) -> list[Section]:
+    resnet_rows = []
+    for depth, paper_error in paper.CIFAR_TABLE6.items():
+        here = matching(points, lambda j, d=depth: j.family == "resnet" and j.depth == d)
+        for suffix, point in one_per_row(here):
+            text, value = ours(point, top1_test_error)
+            resnet_rows.append(
+                {
+                    "net": f"ResNet-{depth}{suffix}",
+                    "layers": str(depth),
+                    "params": params_of(point),
+                    "params (paper)": f"{paper.CIFAR_PARAMS[depth]:,}",
+                    "test err % (ours)": text,
+                    "paper": reference(paper_error),
+                    "Δ": delta(value, paper_error),
+                    paper.NABLA0001.name: reference(paper.NABLA0001.errors.get(("resnet", depth))),
+                    paper.AKAMASTER.name: reference(paper.AKAMASTER.errors.get(("resnet", depth))),
+                }
+            )
+    plain_rows = []
+    run_depths = {p.first.depth for p in points if p.first.family == "plain" and p.first.depth}
+    plain_depths = sorted(run_depths | {20, 32, 44, 56})
+    for depth in plain_depths:
+        here = matching(points, lambda j, d=depth: j.family == "plain" and j.depth == d)
+        for suffix, point in one_per_row(here):
+            text, value = ours(point, top1_test_error)
+            peer = paper.NABLA0001.errors.get(("plain", depth))
+            plain_rows.append(
+                {
+                    "net": f"plain-{depth}{suffix}",
+                    "layers": str(depth),
+                    "params": params_of(point),
+                    "test err % (ours)": text,
+                    paper.NABLA0001.name: reference(peer),
+                    "Δ vs " + paper.NABLA0001.name: delta(value, peer),
+                }
+            )
+    runs = paper.CIFAR_RESNET110_RUNS
+    return [
+        Section(
+            f"Table 6: CIFAR-10 test error (%), option A — {paper.CIFAR_TABLE6_SOURCE}",
+            resnet_rows,
+            [
+                f"paper: one run per net; ResNet-110's 6.43 is the best of {runs['n']} runs "
+                f"(mean {runs['mean']} ± {runs['std']}).",
+                f"{paper.NABLA0001.name}: {paper.NABLA0001.protocol}; "
+                f"{paper.AKAMASTER.name}: {paper.AKAMASTER.protocol}.",
+                "ours: test error on the 10k test images at the end of training, mean ± std over seeds.",
+            ],
+        ),
+        Section(
+            "Plain nets (the paper shows them only in Figure 6)",
+            plain_rows,
+            ["The paper gives no table for plain nets: deeper plain nets have higher training and test error."],
+        ),
+    ]
+
+
+# ----------------------------------------------------------------------------- ImageNet, Tables 2 and 3
+
+
+def imagenet_table2(points: list[GridPoint]) -> list[Section]:
+    rows = []
+    for depth in (18, 34):
+        row = {"layers": str(depth)}
+        for family, name in (("plain", "plain"), ("resnet", "ResNet")):
+            here = matching(points, lambda j, f=family, d=depth: j.family == f and j.depth == d)
+            _, point = one_per_row(here)[0]
+            text, value = ours(point, top1_test_error)
+            paper_error = paper.IMAGENET_TABLE2[(family, depth)]
+            row[f"{name} (ours)"] = text
+            row[f"{name} (paper)"] = reference(paper_error)
+            row[f"{name} Δ"] = delta(value, paper_error)
+        rows.append(row)
+    torchvision = paper.TORCHVISION_1CROP
+    return [
+        Section(
+            f"Table 2: ImageNet val top-1 error (%), 10-crop, option A — {paper.IMAGENET_TABLE2_SOURCE}",
+            rows,
+            [
+                "ours: top-1 error of the 10-crop test on the 50k val images at the end of training.",
+                f"No public reproduction trains plain-34 against ResNet-34; for scale, {torchvision.name} "
+                f"({torchvision.protocol}): ResNet-18 {torchvision.errors[(18, 'B')]:.2f}, "
+                f"ResNet-34 {torchvision.errors[(34, 'B')]:.2f}.",
+            ],
+        )
+    ]
+
+
+def imagenet_table3(points: list[GridPoint]) -> list[Section]:
+    rows = []
+    for entry in paper.IMAGENET_TABLE3:
+        here = matching(
+            points,
+            lambda j, e=entry: e.family is not None and j.family == e.family and j.depth == e.depth
+            and (e.family == "plain" or j.shortcut == e.shortcut),
+        )
+        for suffix, point in one_per_row(here):
+            top1, top1_value = ours(point, top1_test_error)
+            top5, top5_value = ours(point, top5_test_error)
+            peer = paper.FB_RESNET_TORCH.errors.get((entry.depth, entry.shortcut))
+            rows.append(
+                {
+                    "model": entry.name + suffix,
+                    "top-1 (ours)": top1 if entry.family else "not built by ResLab",
+                    "top-1 (paper)": reference(entry.top1),
+                    "top-1 Δ": delta(top1_value, entry.top1),
+                    "top-5 (ours)": top5 if entry.family else "",
+                    "top-5 (paper)": reference(entry.top5),
+                    "top-5 Δ": delta(top5_value, entry.top5),
+                    f"{paper.FB_RESNET_TORCH.name} top-1": reference(peer),
+                }
+            )
+    torchvision = paper.TORCHVISION_1CROP
+    return [
+        Section(
+            f"Table 3: ImageNet val error (%), 10-crop — {paper.IMAGENET_TABLE3_SOURCE}",
+            rows,
+            [
+                "ours: 10-crop top-1 / top-5 error on the 50k val images at the end of training.",
+                f"{paper.FB_RESNET_TORCH.name}: {paper.FB_RESNET_TORCH.protocol} (option B). "
+                f"{torchvision.name} ({torchvision.protocol}): "
+                + ", ".join(f"ResNet-{d} {e:.2f}" for (d, _), e in torchvision.errors.items()) + ".",
+            ],
+        )
+    ]
+
+
+# ----------------------------------------------------------------------------- identity mappings, Table 2
+
+
+def preact_table2(points: list[GridPoint]) -> list[Section]:
+    rows = []
+    for unit in paper.PREACT_TABLE2:
+        row = {"unit": unit.name}
+        for depth in paper.PREACT_DEPTHS:
+            paper_error = unit.errors[depth]
+            if unit.family is None:
+                text, value = NOT_BUILT, None
+            else:
+                here = matching(points, lambda j, f=unit.family, d=depth: j.family == f and j.depth == d)
+                text, value = ours(one_per_row(here)[0][1], top1_test_error, median=True)
+            row[f"ResNet-{depth} (ours)"] = text
+            row[f"ResNet-{depth} (paper)"] = reference(paper_error)
+            row[f"ResNet-{depth} Δ"] = delta(value, paper_error)
+        rows.append(row)
+    return [
+        Section(
+            f"Table 2: CIFAR-10 test error (%) of residual unit variants — {paper.PREACT_TABLE2_SOURCE}",
+            rows,
+            [
+                "ours: median over seeds of the test error at the end of training, as the paper reports.",
+                "Three of the paper's units need unit classes the builder does not have; they are not "
+                "approximated by other knobs.",
+            ],
+        )
+    ]
+
+
+def preact_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
+    """Original vs full pre-activation units: one panel per depth, one colour per unit."""
+    panels = [(f"ResNet-{d}", lambda j, d=d: j.depth == d) for d in paper.PREACT_DEPTHS]
+    return curves_figure(jobs, out_png, panels, lambda j: j.family, unit_name, title=title)
+
+
+def unit_name(job: Job) -> str:
+    return "full pre-activation" if job.family == "preact" else "original"
+
+
+def table3_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
+    """Every row's curves in one panel, one colour per network (Table 3 has no figure)."""
+    return curves_figure(
+        jobs, out_png, [("ResNet", lambda j: True)], lambda j: (j.depth or 0, j.shortcut or ""),
+        lambda j: f"ResNet-{j.depth} {j.shortcut}", title=title,
+    )
+
+
+# ----------------------------------------------------------------------------- the seed's transfer example
+
+
+def start_of(job: Job) -> str:
+    init = job.config.get("init")
+    if init:
+        return str(init)
+    return "random" if job.model.get("weights") is None else "pretrained"
+
+
+def first_eval(job: Job) -> float | None:
+    _, values = job.curve("val/err")
+    return values[0] if values else None
+
+
+def mnist_transfer(points: list[GridPoint]) -> list[Section]:
+    rows = []
+    for start in ("pretrained", "random"):
+        for suffix, point in one_per_row(matching(points, lambda j, s=start: start_of(j) == s)):
+            steps = point.first.curve("val/err")[0] if point else []
+            first_step = f" (step {int(steps[0])})" if steps else ""
+            rows.append(
+                {
+                    "start": start + suffix,
+                    "weights": str(point.first.model.get("weights")) if point else "—",
+                    "test err %": ours(point, top1_test_error)[0],
+                    "best val err %": ours(point, lambda j: j.best("val/err"))[0],
+                    f"first val err %{first_step}": ours(point, first_eval)[0],
+                    "train err % (last 10%)": ours(point, Job.final_train_error)[0],
+                }
+            )
+    return [
+        Section(
+            "Pretrained vs random initialisation, same budget (the seed's transfer example; no paper numbers)",
+            rows,
+            [
+                "The seed expects the pretrained start to learn faster: compare the first validation "
+                "error and the curves."
+            ],
+        )
+    ]
+
+
+def mnist_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
+    return curves_figure(jobs, out_png, [("ResNet-18 on MNIST", lambda j: True)], start_of, start_of, title=title)
+
+
+# ----------------------------------------------------------------------------- degradation verdict
+
+
+def degradation_verdict(points: Sequence[GridPoint]) -> str | None:
+    """One sentence: does the deepest plain net end with a higher training error than the
+    shallowest (by more than DEGRADATION_NOISE points), while the deepest ResNet does not?
+    None unless both families have 2+ depths."""
+    gaps = {}
+    for family in ("plain", "resnet"):
+        by_depth: dict[int, list[float]] = {}
+        for point in points:
+            if point.first.family == family and point.first.depth is not None:
+                by_depth.setdefault(point.first.depth, []).extend(point.stat(Job.final_train_error).values)
+        by_depth = {d: v for d, v in by_depth.items() if v}
+        if len(by_depth) < 2:
+            return None
+        shallow, deep = min(by_depth), max(by_depth)
+        gaps[family] = (shallow, deep, 100 * (Stat(by_depth[deep]).mean - Stat(by_depth[shallow]).mean))
+    (p_low, p_high, plain_gap), (r_low, r_high, resnet_gap) = gaps["plain"], gaps["resnet"]
+    facts = (
+        f"final training error, deepest minus shallowest: plain-{p_high} vs plain-{p_low} "
+        f"{plain_gap:+.2f} points, ResNet-{r_high} vs ResNet-{r_low} {resnet_gap:+.2f} points"
+    )
+    if plain_gap > DEGRADATION_NOISE and resnet_gap <= DEGRADATION_NOISE:
+        return (
+            "The degradation problem shows: the deeper plain net trains worse and the deeper ResNet "
+            f"does not ({facts})."
+        )
+    if plain_gap > DEGRADATION_NOISE and resnet_gap < plain_gap:
+        return (
+            "The degradation problem shows, less clearly: the deeper plain net trains worse, the "
+            f"deeper ResNet by less ({facts})."
+        )
+    return f"The degradation problem does not show in this sweep ({facts})."
+
+
+# ----------------------------------------------------------------------------- registry
+
+LAYOUTS = {
+    layout.name: layout
+    for layout in (
+        Layout(
+            "cifar_table6",
+            "He et al. 2015, Table 6 and Figure 6: CIFAR-10, plain vs ResNet (option A)",
+            cifar_table6,
+            (FigureSpec(
+                "figure6_cifar10.png",
+                "Figure 6 layout: dashed training, bold validation error",
+                figure6,
+            ),),
+        ),
+        Layout(
+            "imagenet_table2",
+            "He et al. 2015, Table 2 and Figure 4: ImageNet, plain vs ResNet (option A), 18 and 34 layers",
+            imagenet_table2,
+            (FigureSpec(
+                "figure4_imagenet.png",
+                "Figure 4 layout: thin training, bold centre-crop validation error",
+                figure4,
+            ),),
+        ),
+        Layout(
+            "imagenet_table3",
+            "He et al. 2015, Table 3: ImageNet, shortcut options A/B/C and deeper bottleneck ResNets",
+            imagenet_table3,
+            (FigureSpec(
+                "training_curves.png",
+                "dashed training, bold validation error per network",
+                table3_figure,
+            ),),
+        ),
+        Layout(
+            "preact_cifar",
+            "He et al. 2016, Table 2: residual unit variants on CIFAR-10 (ResNet-110 / ResNet-164)",
+            preact_table2,
+            (FigureSpec(
+                "training_curves.png",
+                "original vs full pre-activation: dashed training, bold validation",
+                preact_figure,
+            ),),
+        ),
+        Layout(
+            "mnist_transfer",
+            "The seed's transfer example: pretrained ResNet-18 adapted to MNIST vs random init",
+            mnist_transfer,
+            (FigureSpec(
+                "training_curves.png",
+                "pretrained vs random start: dashed training, bold validation",
+                mnist_figure,
+            ),),
+        ),
+    )
+}
+
+GENERIC_FIGURE = FigureSpec("training_curves.png", "dashed training, bold validation error", degradation_figure)
