@@ -77,3 +77,12 @@ def test_bad_input_fails_before_training(train, tmp_path, override, expected):
     assert "Traceback" not in output
     assert not (tmp_path / "bad" / "metrics.csv").exists()
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_a_sweep_with_one_bad_job_stops_before_any_job_runs(train, tmp_path):
+    proc = train("-m", "model.depth=8,21", "scheduler.milestones=[5,2],[2,5]", "hydra.sweep.dir=sweep", check=False)
+    assert proc.returncode == 2
+    output = proc.stdout + proc.stderr
+    assert "configuration error in 3 of 4 jobs; nothing was run" in output
+    assert "model.depth=21 is not 6n+2" in output and "increasing" in output
+    assert not list(tmp_path.rglob(".hydra")), "no job was started"
