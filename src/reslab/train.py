@@ -3,6 +3,7 @@
     reslab-train                                   # ResNet-20 on the embedded digits data
     reslab-train model=plain model.depth=56        # one plain-56 run
     reslab-train -m experiment=digits_degradation  # the whole degradation sweep
+    reslab-train trainer=ddp trainer.devices=4     # one run on 4 devices (see reslab.distributed)
 
 The whole run is `run()` below; everything it builds comes from `cfg` via `instantiate`.
 """
@@ -22,8 +23,10 @@ from lightning.pytorch.callbacks import Timer
 from hydra.types import RunMode
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from reslab import checkpoints, distributed
 from reslab.callbacks.divergence import TrainingDiverged
 from reslab.errors import ConfigError
 from reslab.loggers import build_loggers, close_loggers
@@ -36,8 +39,14 @@ log = logging.getLogger("reslab")
 TASKS = ("train", "toy_chain")
 
 
+def main() -> None:
+    """`reslab-train`. A DDP rank that Lightning started again runs its job, as rank 0 saved it."""
+    sys.argv = distributed.relaunched_rank_argv(sys.argv) or sys.argv
+    train_job()
+
+
 @hydra.main(version_base="1.3", config_path="pkg://reslab.conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def train_job(cfg: DictConfig) -> float | None:
     try:
         return run(cfg)
     except ConfigError as error:
@@ -82,16 +91,25 @@ def run(cfg: DictConfig) -> float | None:
             cfg.trainer,
             callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
             logger=build_loggers(cfg, job_dir, instantiate) or False,
+            plugins=distributed.cluster_plugins(),
         )
-        trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_checkpoint(cfg, job_dir))
-        # trainer.test replaces callback_metrics, so the final training values are kept first.
-        record["metrics"] = _scalars(trainer.callback_metrics)
-        if cfg.test:
-            trainer.test(module, datamodule=datamodule, verbose=False)
-            record["metrics"].update(_scalars(trainer.callback_metrics))
+        distributed.check_trainer(cfg, trainer)
+        ckpt_path, resumed_step = _resume_checkpoint(cfg, job_dir, module, trainer)
+        record["resumed_from_step"] = resumed_step
+        with distributed.job_ranks(trainer, cfg, job_dir):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            # trainer.test replaces callback_metrics, so the final training values are kept first.
+            record["metrics"] = _scalars(trainer.callback_metrics)
+            if cfg.test:
+                trainer.test(module, datamodule=datamodule, verbose=False)
+                record["metrics"].update(_scalars(trainer.callback_metrics))
         record["status"] = "completed"
     except ConfigError as error:
         record.update(status="failed", error=f"configuration error: {error}")
+        raise
+    except (KeyboardInterrupt, SystemExit) as error:
+        # Ctrl-C, SIGTERM, or a requeue that ends the job: recorded, then let through.
+        record.update(status="interrupted", error=repr(error))
         raise
     except TrainingDiverged as error:
         record.update(status="diverged", error=str(error))
@@ -102,7 +120,7 @@ def run(cfg: DictConfig) -> float | None:
         if not _continue_on_error(cfg):
             raise
     finally:
-        if trainer is None or trainer.is_global_zero:
+        if _is_rank_zero(trainer):
             _finish_record(record, trainer, job_dir, time.perf_counter() - start)
             write_results(job_dir, record)
     return record.get("best", {}).get("val/err")
@@ -112,7 +130,7 @@ def _finish_record(record: dict, trainer: pl.Trainer | None, job_dir: Path, wall
     record["wall_time_s"] = round(wall_time, 3)
     if trainer is None:
         return
-    record.update(close_loggers(trainer.loggers, record["status"]))
+    record.update(close_loggers(trainer.loggers, record["status"], facts=record))
     record["world_size"] = trainer.world_size
     record["steps"] = trainer.global_step
     record["epochs"] = trainer.current_epoch
@@ -121,6 +139,11 @@ def _finish_record(record: dict, trainer: pl.Trainer | None, job_dir: Path, wall
     for callback in trainer.callbacks:
         if isinstance(callback, Timer):
             record["train_time_s"] = round(callback.time_elapsed("train"), 3)
+
+
+def _is_rank_zero(trainer: pl.Trainer | None) -> bool:
+    # Before the Trainer exists, the rank comes from the environment (SLURM, a re-launched rank).
+    return trainer.is_global_zero if trainer is not None else rank_zero_only.rank == 0
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -138,20 +161,18 @@ def _scalars(metrics: dict) -> dict[str, float]:
     return {name: float(value) for name, value in metrics.items() if value.numel() == 1}
 
 
-def _resume_checkpoint(cfg: DictConfig, job_dir: Path) -> str | None:
-    """An explicit `ckpt_path`, else the job's own last.ckpt when a rerun finds one."""
-    if cfg.ckpt_path == "none":
-        return None
-    if cfg.ckpt_path:
-        path = Path(cfg.ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path={cfg.ckpt_path} does not exist; give a checkpoint file or ckpt_path=none")
-        return str(path)
-    last = job_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
-        log.info("resuming from %s", last)
-        return str(last)
-    return None
+def _resume_checkpoint(
+    cfg: DictConfig, job_dir: Path, module: ClassificationModule, trainer: pl.Trainer
+) -> tuple[str | None, int | None]:
+    """(checkpoint, its step) to resume from: an explicit `ckpt_path`, else the job's own
+    last.ckpt when a rerun finds one; checked against the network before any training."""
+    path = checkpoints.resume_path(cfg.ckpt_path, job_dir)
+    if path is None:
+        return None, None
+    step = checkpoints.check_checkpoint(path, module)
+    log.info("resuming from %s at step %d", path, step)
+    checkpoints.keep_metrics_history(trainer.loggers, step)
+    return str(path), step
 
 
 def _continue_on_error(cfg: DictConfig) -> bool:

@@ -1,0 +1,294 @@
+"""Checkpoints a job resumes from: which one, whether it fits the configured network, and what
+it holds besides Lightning's own state so that a resumed run carries on where the last stopped.
+
+A job writes `checkpoints/last.ckpt` (conf/callbacks/checkpoint.yaml). Running the same job
+again (same job folder: a rerun, a SLURM requeue) resumes from it; `ckpt_path=FILE` resumes from
+FILE; `ckpt_path=none` starts fresh. Checkpoints are read with `weights_only=True`: tensors and
+plain containers only, no pickled code is executed.
+
+Resuming is exact (same final metrics as an uninterrupted run with the same seed, with
+trainer.deterministic=true) from checkpoints written at an epoch boundary: Lightning restores
+the loops, the optimiser and the schedule, `ResumeState` the random number generators that
+draw the next epoch's data order. A checkpoint from the middle of an epoch (every_n_train_steps
+that is not a multiple of the epoch, or one saved on a requeue signal) resumes correctly, but
+the rest of that epoch sees a new data order: the data loaders do not record their position.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import pickle
+import random
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from reslab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+METRICS_FILE = "metrics.csv"
+
+
+# ----------------------------------------------------------------------------- which checkpoint
+
+
+def resume_path(ckpt_path: str | None, job_dir: Path) -> Path | None:
+    """An explicit `ckpt_path`, else the job's own last.ckpt when a rerun finds one; None: fresh."""
+    if ckpt_path == "none":
+        return None
+    if ckpt_path:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint file or ckpt_path=none")
+        return path
+    last = Path(job_dir) / LAST_CHECKPOINT
+    return last if last.is_file() else None
+
+
+def check_checkpoint(path: Path, module: torch.nn.Module) -> int:
+    """Fail before training when `path` cannot be resumed into `module`; return its global step.
+
+    Reads the file as Lightning will (weights_only), memory-mapped, so nothing but the shapes
+    and the step is loaded twice.
+    """
+    try:
+        checkpoint = _load(path)
+    except pickle.UnpicklingError as error:
+        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if unsupported:
+            raise ConfigError(
+                f"checkpoint {path} holds a Python object ({unsupported[1]}) that only running "
+                "pickled code could restore, and ResLab loads checkpoints without running pickled "
+                "code; resume from a checkpoint a ResLab job wrote, or start fresh with ckpt_path=none"
+            ) from None
+        raise _corrupt(path, "not a file torch.save wrote") from None
+    except Exception as error:  # noqa: BLE001 - truncated zip, unreadable file
+        raise _corrupt(path, f"{type(error).__name__}: {error}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ConfigError(
+            f"checkpoint {path} is not a Lightning training checkpoint (no state_dict); "
+            "give a last.ckpt of a ResLab job, or start fresh with ckpt_path=none"
+        )
+    _check_fits(path, checkpoint["state_dict"], module.state_dict())
+    return int(checkpoint.get("global_step", 0))
+
+
+def _load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - mmap refuses files whose real fault the plain reader names
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _corrupt(path: Path, reason: str) -> ConfigError:
+    return ConfigError(
+        f"checkpoint {path} cannot be read, it is corrupt or no checkpoint ({reason}); delete it "
+        "to start this job afresh, point ckpt_path at an intact checkpoint, or start fresh with "
+        "ckpt_path=none"
+    )
+
+
+def _check_fits(path: Path, found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = [
+        f"{name}: checkpoint {tuple(found[name].shape)}, network {tuple(expected[name].shape)}"
+        for name in sorted(set(found) & set(expected))
+        if found[name].shape != expected[name].shape
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = [
+        f"{len(entries)} {what} (e.g. {entries[0]})"
+        for what, entries in (("missing", missing), ("unexpected", unexpected), ("with other shapes", reshaped))
+        if entries
+    ]
+    raise ConfigError(
+        f"checkpoint {path} does not match the configured network: tensors {'; '.join(problems)}. "
+        "It was written for another model or data config: resume with the config it was trained "
+        "with (its job's .hydra/config.yaml), or start fresh with ckpt_path=none"
+    )
+
+
+# ----------------------------------------------------------------------------- metric history
+
+
+def keep_metrics_history(loggers: list[Logger], resume_step: int | None) -> None:
+    """Keep a resumed job's metrics.csv rows from before its checkpoint.
+
+    Lightning's CSVLogger deletes metrics.csv when it opens a folder that holds one. The rows
+    logged before the checkpoint's step are written back first; the later ones are dropped,
+    since the resumed run logs those steps again.
+    """
+    if resume_step is None or rank_zero_only.rank != 0:
+        return
+    for logger in loggers:
+        if not isinstance(logger, CSVLogger):
+            continue
+        path = Path(logger.log_dir) / METRICS_FILE
+        rows = _rows_before(path, resume_step)
+        writer = logger.experiment  # opening the folder deletes the old file
+        for row in rows:
+            step = int(row.pop("step"))
+            writer.log_metrics(row, step=step)
+        writer.save()
+
+
+def _rows_before(path: Path, step: int) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    return [row for row in rows if "step" in row and row["step"] < step]
+
+
+# ----------------------------------------------------------------------------- callbacks
+
+
+class ResumeState(pl.Callback):
+    """What a job's checkpoints need besides ModelCheckpoint's for a resumed run to go on exactly.
+
+    - The random number generators (Python, NumPy, torch, CUDA): the next epoch's data order
+      (a RandomSampler draws its seed from torch's generator) and augmentation come from them.
+      Stored as tensors and plain numbers, so `weights_only` loading reads them.
+    - The metric rows logged up to a checkpoint are flushed to disk with it, so a job killed
+      after a checkpoint loses no history that it will not log again.
+    - last.ckpt at the end of training as well: once ModelCheckpoint has saved on its schedule
+      it saves no more at the end, and a rerun of the finished job would train again.
+    """
+
+    def __init__(self) -> None:
+        self._saved_at_step: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+        states: dict[str, Any] = {
+            "python": random.getstate(),
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "position": int(position),
+                "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached_gaussian),
+            },
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_initialized():
+            states["cuda"] = torch.cuda.get_rng_state_all()
+        return states
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        numpy_state = state_dict["numpy"]
+        np.random.set_state(
+            (
+                "MT19937",
+                numpy_state["keys"].numpy().astype(np.uint32),
+                numpy_state["position"],
+                numpy_state["has_gauss"],
+                numpy_state["cached_gaussian"],
+            )
+        )
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            for device, state in enumerate(state_dict["cuda"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(state, device)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        self._saved_at_step = trainer.global_step
+        for logger in trainer.loggers:
+            logger.save()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._saved_at_step != trainer.global_step:
+            save_last_checkpoint(trainer)
+
+
+def save_last_checkpoint(trainer: pl.Trainer) -> Path:
+    """Save the training state to the job's last.ckpt (all ranks call this; rank 0 writes)."""
+    checkpoint = trainer.checkpoint_callback
+    directory = checkpoint.dirpath if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath else None
+    directory = Path(directory or Path(trainer.default_root_dir) / LAST_CHECKPOINT.parent)
+    path = directory / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    trainer.save_checkpoint(path)
+    return path
+
+
+class CheckpointOnSignal(pl.Callback):
+    """Write last.ckpt when the cluster announces the end of the job, then let the job end.
+
+    Under `hydra/launcher=slurm`, SLURM sends `signal` (submitit's SIGUSR2) `signal_delay_s`
+    before the time limit or on preemption, and submitit's handler requeues the job and exits
+    at once. This callback takes the signal first: the running step finishes, all ranks save
+    last.ckpt at the same step, Lightning logs that step's metrics, and then the signal goes on
+    to submitit's handler. The requeued job reruns in the same job folder and resumes from that
+    checkpoint. Where no handler is installed (no submitit) the callback installs none either:
+    the signal keeps its default meaning.
+    """
+
+    def __init__(self, signal_name: str = "USR2") -> None:
+        name = signal_name.upper().removeprefix("SIG")
+        if not hasattr(signal, f"SIG{name}"):
+            raise ConfigError(f"callbacks.checkpoint_on_signal.signal_name={signal_name!r} is no signal; use e.g. USR2")
+        self.signum = getattr(signal, f"SIG{name}")
+        self._handler: Any = None  # the handler found installed (submitit's), restored after
+        self._received: tuple[int, Any] | None = None
+        self._saved: tuple[int, Any] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        current = signal.getsignal(self.signum)
+        if callable(current) and threading.current_thread() is threading.main_thread():
+            self._handler = current
+            signal.signal(self.signum, self._note)
+
+    def _note(self, signum: int, frame: Any) -> None:
+        # A handler interrupts the step anywhere; the checkpoint waits for the step's end.
+        self._received = (signum, frame)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        # Every rank takes part, so that all save at the same step, whichever got the signal.
+        if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
+            return
+        self._saved = self._received or (self.signum, None)
+        self._received = None
+        path = save_last_checkpoint(trainer)
+        log.warning("%s: saved %s at step %d", signal.Signals(self.signum).name, path, trainer.global_step)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        self._hand_on(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._hand_on(trainer)
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def _hand_on(self, trainer: pl.Trainer) -> None:
+        """After the saved step's metrics are logged: flush them, then run the handler found."""
+        if self._saved is None:
+            return
+        signum, frame = self._saved
+        self._saved = None
+        for logger in trainer.loggers:
+            logger.save()
+        handler = self._handler
+        self._restore()
+        if callable(handler):
+            handler(signum, frame)  # submitit: requeue, then exit (on rank 0)
+
+    def _restore(self) -> None:
+        if self._handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(self.signum, self._handler)
+        self._handler = None
