@@ -67,6 +67,7 @@ def test_multirun_then_report(train, report, tmp_path):
         ("model.depth=21", "nearest valid depths: 20, 26"),
         ("model.shortcut=D", "A, B, C"),
         ("data=cifar10", "data.download"),
+        ("optimizer.lr=-1", "Invalid learning rate"),
     ],
 )
 def test_bad_input_fails_before_training(train, tmp_path, override, expected):

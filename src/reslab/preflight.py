@@ -34,12 +34,19 @@ def check_job(cfg: DictConfig) -> None:
         with torch.device("meta"):
             instantiate(cfg.model)
         instantiate(cfg.data)
-        optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
-        if cfg.get("scheduler"):
-            instantiate(cfg.scheduler)(optimizer)
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
+        raise
+    try:
+        optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+        if cfg.get("scheduler"):
+            instantiate(cfg.scheduler)(optimizer)
+    except (InstantiationException, ValueError) as error:
+        # torch.optim checks its own arguments (a negative lr, momentum) with ValueError.
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, ValueError):
+            raise ConfigError(f"optimizer / scheduler: {cause}") from None
         raise
 
 

@@ -32,6 +32,7 @@ from reslab.errors import ConfigError
 from reslab.loggers import build_loggers, close_loggers
 from reslab.models import count_flops, count_parameters, model_summary
 from reslab.module import ClassificationModule
+from reslab.preflight import check_job
 from reslab.results import best_values, read_metrics_csv, software_versions, write_results
 
 log = logging.getLogger("reslab")
@@ -75,6 +76,7 @@ def run(cfg: DictConfig) -> float | None:
     trainer = None
     try:
         # Everything that can be wrong with the input fails here, before any training.
+        check_job(cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         net = instantiate(cfg.model)
         datamodule = instantiate(cfg.data)
