@@ -203,12 +203,11 @@ class RecordingModule(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_cifar_hook_in_a_real_trainer_augments_train_but_not_val(cifar_root, tmp_path):
-    dm = CIFAR10DataModule(cifar_root, val_size=10, batch_size=50, verify_checksums=False)
-    model = RecordingModule()
-    trainer = L.Trainer(
-        max_steps=1,
-        accelerator="cpu",
+def bare_trainer(tmp_path, accelerator: str, max_steps: int) -> L.Trainer:
+    """A Trainer with nothing but the loops: no logger, checkpoints or sanity check."""
+    return L.Trainer(
+        max_steps=max_steps,
+        accelerator=accelerator,
         devices=1,
         logger=False,
         enable_checkpointing=False,
@@ -218,6 +217,12 @@ def test_cifar_hook_in_a_real_trainer_augments_train_but_not_val(cifar_root, tmp
         limit_val_batches=1,
         default_root_dir=tmp_path,
     )
+
+
+def test_cifar_hook_in_a_real_trainer_augments_train_but_not_val(cifar_root, tmp_path):
+    dm = CIFAR10DataModule(cifar_root, val_size=10, batch_size=50, verify_checksums=False)
+    model = RecordingModule()
+    trainer = bare_trainer(tmp_path, "cpu", max_steps=1)
     trainer.fit(model, datamodule=dm)
     train_batch, val_batch = model.seen["train"][0], model.seen["val"][0]
     assert train_batch.dtype == val_batch.dtype == torch.float32
@@ -234,18 +239,7 @@ def test_cifar_hook_in_a_real_trainer_augments_train_but_not_val(cifar_root, tmp
 def test_in_memory_data_moves_to_the_gpu_once_and_batches_stay_there(tmp_path):
     dm = SyntheticDataModule(num_train=256, num_val=64, num_test=64, batch_size=64, augment=True)
     model = RecordingModule()
-    trainer = L.Trainer(
-        max_steps=4,
-        accelerator="gpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1,
-        default_root_dir=tmp_path,
-    )
+    trainer = bare_trainer(tmp_path, "gpu", max_steps=4)
     trainer.fit(model, datamodule=dm)
     assert dm.splits["train"].images.device.type == "cuda"
     assert all(batch.device.type == "cuda" for batch in model.seen["train"] + model.seen["val"])

@@ -16,7 +16,7 @@ import torch
 from hydra import compose
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig
 
 from reslab.errors import ConfigError
@@ -25,19 +25,25 @@ from reslab.report.collect import expand_grid
 log = logging.getLogger("reslab")
 
 
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, but a ConfigError raised by the target comes out as itself
+    (Hydra wraps it), so the user sees its message alone."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        raise
+
+
 def check_job(cfg: DictConfig) -> None:
     """Raise ConfigError if the network, the data, the optimiser or the schedule of this job
     config cannot be built."""
     if cfg.get("task", "train") != "train":
         return
-    try:
-        with torch.device("meta"):
-            instantiate(cfg.model)
-        instantiate(cfg.data)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ConfigError):
-            raise error.__cause__ from None
-        raise
+    with torch.device("meta"):
+        instantiate(cfg.model)
+    instantiate(cfg.data)
     try:
         optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
         if cfg.get("scheduler"):

@@ -21,8 +21,6 @@ import lightning.pytorch as pl
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Timer
 from hydra.types import RunMode
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
@@ -32,7 +30,7 @@ from reslab.errors import ConfigError
 from reslab.loggers import build_loggers, close_loggers
 from reslab.models import count_flops, count_parameters, model_summary
 from reslab.module import ClassificationModule
-from reslab.preflight import check_job
+from reslab.preflight import check_job, instantiate
 from reslab.results import best_values, read_metrics_csv, software_versions, write_results
 
 log = logging.getLogger("reslab")
@@ -146,17 +144,6 @@ def _finish_record(record: dict, trainer: pl.Trainer | None, job_dir: Path, wall
 def _is_rank_zero(trainer: pl.Trainer | None) -> bool:
     # Before the Trainer exists, the rank comes from the environment (SLURM, a re-launched rank).
     return trainer.is_global_zero if trainer is not None else rank_zero_only.rank == 0
-
-
-def instantiate(node: Any, **kwargs: Any) -> Any:
-    """hydra.utils.instantiate, but a ConfigError raised by the target comes out as itself
-    (Hydra wraps it), so the user sees its message alone."""
-    try:
-        return hydra_instantiate(node, **kwargs)
-    except InstantiationException as error:
-        if isinstance(error.__cause__, ConfigError):
-            raise error.__cause__ from None
-        raise
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
