@@ -29,17 +29,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import cloudpickle
-import lightning.pytorch as pl
-import torch
+from typing import TYPE_CHECKING
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
-from lightning.fabric.plugins.environments import SLURMEnvironment
-from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from omegaconf import DictConfig, open_dict
 
 from reslab.errors import ConfigError
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+# Lightning and torch are imported where they are used: `reslab-train` imports this module for
+# `relaunched_rank_argv` before it knows whether the command only prints a config.
 
 RERUN_ENV = "RESLAB_RERUN_JOB"
 RERUN_CONFIG = Path(".hydra") / "config.pickle"
@@ -65,6 +67,8 @@ def relaunched_rank_argv(argv: list[str]) -> list[str] | None:
 def cluster_plugins() -> list:
     """Lightning plugins for where this process runs. Under SLURM: Lightning's SLURM environment
     with its auto-requeue off, so that SLURM's signal leaves the requeue to submitit."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
@@ -72,6 +76,8 @@ def cluster_plugins() -> list:
 
 def check_trainer(cfg: DictConfig, trainer: pl.Trainer) -> None:
     """Settings that cannot work together fail here, before any process starts."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
     if cfg.trainer.get("sync_batchnorm") and trainer.world_size > 1 and isinstance(trainer.accelerator, CPUAccelerator):
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU; "
@@ -83,6 +89,8 @@ def check_trainer(cfg: DictConfig, trainer: pl.Trainer) -> None:
 def job_ranks(trainer: pl.Trainer, cfg: DictConfig, job_dir: Path) -> Iterator[None]:
     """Around one job's fit and test: ranks that Lightning re-launches run exactly this job;
     afterwards this process is a single process again, ready for a sweep's next job."""
+    import torch
+
     saved_env = {name: os.environ.get(name) for name in DISTRIBUTED_ENV}
     if _relaunches_ranks(trainer):
         os.environ[RERUN_ENV] = str(save_job_config(cfg, job_dir))
@@ -106,6 +114,8 @@ def save_job_config(cfg: DictConfig, job_dir: Path) -> Path:
     path = Path(job_dir) / RERUN_CONFIG
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
+    import cloudpickle
+
     with partial.open("wb") as file:
         # cloudpickle: a launcher plugin's config class that Hydra's plugin scan loaded outside
         # sys.modules (node_parallel) cannot be pickled by name; plain pickle reads the result.
@@ -115,6 +125,9 @@ def save_job_config(cfg: DictConfig, job_dir: Path) -> Path:
 
 
 def _relaunches_ranks(trainer: pl.Trainer) -> bool:
+    # Lightning's launcher for ranks it starts itself; no public name tells this case apart.
+    from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
+
     launcher = trainer.strategy.launcher
     return (
         isinstance(launcher, _SubprocessScriptLauncher)

@@ -9,37 +9,26 @@ folder (`wandb sync DIR` uploads it later); nothing here ever prompts or waits o
 from __future__ import annotations
 
 import logging
-import os
-import re
-import threading
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import get_class
-from lightning.pytorch.loggers import Logger, WandbLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from reslab.errors import ConfigError
-from reslab.results import MONITORED
+from reslab.job import MONITORED, job_name, job_tags, sweep_group
+from reslab.wandb_runs import WANDB_MODES, previous_run_id, start_wandb_run
 
 log = logging.getLogger("reslab")
 
-WANDB_MODES = ("online", "offline", "disabled")
 # Lightning logs every metric with the global step under this key; W&B plots against it.
 STEP_KEY = "trainer/global_step"
-# Override keys that say where or how a job runs, not what it computes: kept out of run names.
-_HOW_KEYS = ("hydra", "trainer", "callbacks", "logger", "paths", "experiment", "experiment_name")
-# Model overrides the name already says through its family (plain, preact, ...) and depth.
-_NAMED_KEYS = ("model", "model.depth", "model.preact", "model.name")
-# Seconds to wait for the W&B server's answer before a job with credentials goes offline.
-_SERVER_PROBE_TIMEOUT_S = 5.0
 
 
 def build_loggers(cfg: DictConfig, job_dir: Path, instantiate: Callable[..., Any]) -> list[Logger]:
@@ -54,6 +43,9 @@ def build_loggers(cfg: DictConfig, job_dir: Path, instantiate: Callable[..., Any
             loggers.append(instantiate(node, _partial_=True)(**run_args))
         else:
             loggers.append(instantiate(node))
+            if isinstance(loggers[-1], TensorBoardLogger):
+                # Its hparams: the whole composed config, as a W&B run's config.
+                loggers[-1].log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
 
 
@@ -95,45 +87,6 @@ class WandbJobLogger(WandbLogger):
         return super().experiment
 
 
-def start_wandb_run(init_args: dict[str, Any]):
-    """wandb.init(**init_args) with `mode` chosen by `choose_wandb_mode`, falling back to
-    offline when starting online fails; an offline run logs one line on how to upload it."""
-    import wandb
-
-    # WandbLogger always passes `anonymous`, which wandb 0.31 only warns about.
-    args = {k: v for k, v in init_args.items() if not (k == "anonymous" and v is None)}
-    args["mode"], reason = choose_wandb_mode(args.get("mode"))
-    try:
-        run = wandb.init(**args)
-    except wandb.Error as error:
-        if args["mode"] != "online":
-            raise
-        reason = f"W&B online start failed: {str(error).splitlines()[0]}"
-        args["mode"] = "offline"
-        run = wandb.init(**args)
-    if run.offline:
-        sync_dir = Path(run.dir).parent
-        log.info("W&B run %s is offline (%s); upload it later with: wandb sync %s", run.id, reason, sync_dir)
-    return run
-
-
-def choose_wandb_mode(mode: str | None) -> tuple[str, str]:
-    """(mode, why): an explicit mode as given; null = the WANDB_MODE environment variable if set,
-    else online when credentials exist and the server answers, else offline."""
-    if mode:
-        return mode, f"mode={mode}"
-    env_mode = os.environ.get("WANDB_MODE")
-    if env_mode:
-        mode = {"dryrun": "offline", "run": "online"}.get(env_mode, env_mode)
-        return mode, f"WANDB_MODE={env_mode}"
-    base_url = _logged_in_server()
-    if base_url is None:
-        return "offline", "no W&B credentials found"
-    if not _server_answers(base_url, _SERVER_PROBE_TIMEOUT_S):
-        return "offline", f"{base_url} is not reachable"
-    return "online", "credentials found"
-
-
 def wandb_run_args(cfg: DictConfig, node: DictConfig, job_dir: Path) -> dict[str, Any]:
     """wandb.init arguments of this job that the config leaves null: name, group, tags, config
     and, on a rerun in the same job folder, the id of the folder's earlier run (resumed)."""
@@ -145,73 +98,15 @@ def wandb_run_args(cfg: DictConfig, node: DictConfig, job_dir: Path) -> dict[str
     config["hydra"] = {"choices": choices, "overrides": overrides}
     args: dict[str, Any] = {
         "config": config,
-        "tags": [*run_tags(cfg, choices), *(node.get("tags") or [])],
+        "tags": [*job_tags(cfg.model, choices), *(node.get("tags") or [])],
     }
     if not node.get("name"):
-        args["name"] = run_name(cfg, overrides, choices, exclude)
+        args["name"] = job_name(cfg.model, overrides, choices, exclude)
     if not node.get("group"):
         args["group"] = sweep_group(_sweep_dir(job_dir))
     if not node.get("id") and cfg.get("ckpt_path") != "none":
         args["id"] = previous_run_id(job_dir / "wandb")
     return args
-
-
-def run_name(
-    cfg: DictConfig, overrides: Iterable[str], choices: dict[str, str | None], exclude: Iterable[str] = ()
-) -> str:
-    """`family-depth` plus the job's other overrides that change what it computes, compactly:
-    `plain-56`, `resnet-20-shortcut=B-seed=1`, `preact-110-cifar10-lr=0.05`."""
-    parts = [model_family(cfg.model, choices.get("model"))]
-    if cfg.model.get("depth") is not None and not cfg.model.get("stages"):
-        parts.append(str(cfg.model.depth))
-    skipped = set(exclude) | set(_NAMED_KEYS)
-    for override in overrides:
-        key, assigned, value = override.lstrip("+~").partition("=")
-        if not assigned or key in skipped or key.split(".")[0] in _HOW_KEYS:
-            continue
-        if key == "model.shortcut" and value.lower() == "none":
-            continue  # the family says it: plain
-        # A group choice reads as itself (`cifar10`); a knob as `leaf=value` (`lr=0.05`).
-        parts.append(value if key in choices else f"{key.rsplit('.', 1)[-1]}={value}")
-    return "-".join(parts)
-
-
-def run_tags(cfg: DictConfig, choices: dict[str, str | None]) -> list[str]:
-    """Filterable labels of what the job trains: model family, depth, shortcut, data set."""
-    tags = [f"model={model_family(cfg.model, choices.get('model'))}"]
-    if cfg.model.get("depth") is not None:
-        tags.append(f"depth={cfg.model.depth}")
-    if cfg.model.get("shortcut") is not None:
-        tags.append(f"shortcut={cfg.model.shortcut}")
-    if choices.get("data"):
-        tags.append(f"data={choices['data']}")
-    return tags
-
-
-def model_family(model: DictConfig, choice: str | None) -> str:
-    """plain (no shortcut), preact, a torchvision model's name, else the model group choice."""
-    if str(model.get("shortcut", "")).lower() == "none":
-        return "plain"
-    if model.get("preact"):
-        return "preact"
-    return str(model.get("name") or choice or "model")
-
-
-def sweep_group(sweep_dir: Path) -> str:
-    """The W&B group of a sweep (or single run) folder: `DATE_TIME_EXPERIMENT` for Hydra's
-    multirun/DATE/TIME_EXPERIMENT layout, else the folder's name."""
-    sweep_dir = Path(sweep_dir)
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", sweep_dir.parent.name):
-        return f"{sweep_dir.parent.name}_{sweep_dir.name}"
-    return sweep_dir.name
-
-
-def previous_run_id(wandb_dir: Path) -> str | None:
-    """Id of the newest W&B run in a job's wandb/ folder (its log is `run-ID.wandb`), if any."""
-    logs = list(Path(wandb_dir).glob("*run-*/run-*.wandb"))
-    if not logs:
-        return None
-    return max(logs, key=lambda p: p.stat().st_mtime).stem.removeprefix("run-")
 
 
 def _finish_wandb_run(logger: WandbLogger, status: str, facts: dict[str, Any]) -> dict[str, Any]:
@@ -259,41 +154,3 @@ def _sweep_dir(job_dir: Path) -> Path:
     return job_dir
 
 
-def _logged_in_server() -> str | None:
-    """The W&B server's URL when there are credentials for it (an API key or identity token in
-    the environment, a W&B settings file, ~/.netrc), else None. Reads files only."""
-    try:
-        from wandb.sdk import wandb_setup
-        from wandb.sdk.lib import wbauth
-
-        # The settings W&B itself would use (environment, settings files); starts no process.
-        settings = wandb_setup.singleton().settings
-        found = (
-            os.environ.get("WANDB_API_KEY")
-            or os.environ.get("WANDB_IDENTITY_TOKEN_FILE")
-            or settings.api_key
-            or wbauth.read_netrc_auth(host=settings.base_url)
-        )
-        return settings.base_url if found else None
-    except Exception:  # noqa: BLE001 - an unreadable login counts as none
-        return None
-
-
-def _server_answers(url: str, timeout: float) -> bool:
-    """Whether `url` gives any HTTP answer within `timeout` seconds, name lookup included."""
-    answered: list[bool] = []
-
-    def ask() -> None:
-        try:
-            urllib.request.urlopen(url, timeout=timeout).close()
-        except urllib.error.HTTPError:
-            pass  # an error page is an answer
-        except Exception:  # noqa: BLE001 - unreachable, whatever the reason
-            return
-        answered.append(True)
-
-    # A thread, because a hanging name lookup ignores socket timeouts.
-    thread = threading.Thread(target=ask, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return bool(answered)

@@ -1,28 +1,30 @@
-"""Check every job of a sweep before the first one starts.
+"""The pre-check: whether a job's config can run, decided in seconds before any work.
 
 A sweep of twenty jobs whose fourteenth has a depth the builder rejects should stop at once,
-with one message naming that job, not after thirteen trainings. The check composes each
-job's config exactly as its launch will, and builds what can be wrong cheaply: the optimiser and schedule on a dummy parameter, the network
-(on the meta device: no memory, no init cost) and the datamodule (whose constructor checks
-its files and settings).
+with one message naming that job, not after thirteen trainings. `check_job` is called for every
+job of a grid sweep before the first starts (reslab.sweep.SweepOwner) and by the job wrapper as
+each job starts (single runs, sampled sweeps). It builds what can be wrong cheaply: the settings
+(reslab.checks), the optimiser and schedule on a dummy parameter, the network on the meta device
+(no memory, no init cost) and the datamodule (whose constructor checks its files and settings).
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import torch
-from hydra import compose
 from hydra.errors import InstantiationException
-from hydra.experimental.callback import Callback
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from reslab import checks
+from reslab.cluster import check_cluster_layout
 from reslab.errors import ConfigError
-from reslab.report.collect import expand_grid
 
-log = logging.getLogger("reslab")
+# What a job does (`task`), and what it does when it fails (`on_error`; conf/train.yaml).
+TASKS = ("train", "eval", "toy_chain")
+ON_ERROR = ("auto", "continue", "raise")
+# The tasks that build a network and data from cfg.model and cfg.data.
+NETWORK_TASKS = ("train", "eval")
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
@@ -37,13 +39,31 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
 
 
 def check_job(cfg: DictConfig) -> None:
-    """Raise ConfigError if the network, the data, the optimiser or the schedule of this job
-    config cannot be built."""
-    if cfg.get("task", "train") != "train":
+    """Raise ConfigError if this job config cannot run. `cfg` may hold the `hydra` node (a
+    composed sweep job); a running job's own config does not."""
+    check_choice("task", cfg.get("task"), TASKS)
+    check_choice("on_error", cfg.get("on_error"), ON_ERROR)
+    if cfg.task not in NETWORK_TASKS:
         return
+    checks.check_settings(cfg)
+    check_cluster_layout(OmegaConf.select(cfg, "hydra.launcher"), cfg.trainer)
+    import torch
+
     with torch.device("meta"):
         instantiate(cfg.model)
     instantiate(cfg.data)
+    if cfg.task == "train":
+        _check_optimizer(cfg)
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    import torch
+
     try:
         optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
         if cfg.get("scheduler"):
@@ -54,23 +74,3 @@ def check_job(cfg: DictConfig) -> None:
         if isinstance(cause, ValueError):
             raise ConfigError(f"optimizer / scheduler: {cause}") from None
         raise
-
-
-class SweepPreflight(Callback):
-    """Hydra callback: on multirun start, compose and check every job; stop if any is bad."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        jobs = expand_grid(config)
-        problems = []
-        for overrides in jobs:
-            try:
-                check_job(compose(config_name="train", overrides=overrides))
-            except ConfigError as error:
-                problems.append(f"  job {' '.join(overrides)}: {error}")
-        if problems:
-            log.error(
-                "configuration error in %d of %d jobs; nothing was run:\n%s",
-                len(problems), len(jobs), "\n".join(problems),
-            )
-            raise SystemExit(2)
-        log.info("checked the configs of all %d jobs", len(jobs))

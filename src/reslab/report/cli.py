@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reslab.report.collect import MISSING, Sweep, latest_sweep, load_sweep
+from reslab.report.collect import MISSING, UNREADABLE, Sweep, latest_sweep, load_sweep
 from reslab.report.gradients import gradient_section
 from reslab.report.layouts import GENERIC_FIGURE, Section, degradation_verdict, layout_for
 from reslab.report.tables import COLUMNS, csv_rows, group_by_grid_point, markdown_table, summary_rows
@@ -99,7 +99,12 @@ def _status_line(sweep: Sweep) -> str:
 def _problems(sweep: Sweep) -> list[str]:
     """Jobs that did not complete, and grid points never started, by name: never dropped."""
     lines = []
-    bad = [job for job in sweep.jobs if job.status != "completed"]
+    unreadable = [job for job in sweep.jobs if job.status == UNREADABLE]
+    if unreadable:
+        lines += ["## Jobs that could not be read", ""]
+        lines += [f"- `{job.name}`: {job.error}" for job in unreadable]
+        lines.append("")
+    bad = [job for job in sweep.jobs if job.status not in ("completed", UNREADABLE)]
     if bad:
         lines += ["## Jobs that did not complete", ""]
         lines += [f"- `{job.name}`: {job.status} ({job.error or 'no reason recorded'})" for job in bad]

@@ -1,9 +1,11 @@
 """Read a sweep folder: one record per job, whatever state the job is in, and the grid points
 the sweep defines but never started.
 
-Job states: `completed`, `failed`, `diverged` (from the job's results.json); `running` (a job
-folder without results.json: still running, or killed before it could write one); `missing`
-(a grid point of the sweep with no job folder: not started).
+Job states: `completed`, `failed`, `diverged`, `interrupted`, `running` (from the job's
+results.json; a job folder without one has not started its task, or was killed before);
+`unreadable` (a results.json or metrics.csv that cannot be read: listed with why, the rest of the
+sweep is reported); `missing` (a grid point of the sweep with no job folder: not started).
+File names, the job family and the final-training-error rule come from reslab.job.
 """
 
 from __future__ import annotations
@@ -17,17 +19,14 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from reslab.results import METRICS_FILE, read_metrics_csv, read_results
-
-# Share of the last iterations whose per-batch training error is averaged into the
-# "final training error" (a single last batch is too noisy to compare networks by).
-FINAL_TRAIN_WINDOW = 0.1
+from reslab import job as job_files
+from reslab.job import METRICS_FILE, MULTIRUN_FILE, RUNNING, UnreadableJobFile, model_family
+from reslab.sweep import expand_grid, is_grid_sweep
 
 log = logging.getLogger("reslab")
 
-MULTIRUN_FILE = "multirun.yaml"
-RUNNING = "running"
 MISSING = "missing"
+UNREADABLE = "unreadable"
 SEED_KEYS = ("seed", "+seed")
 
 
@@ -41,6 +40,8 @@ class Job:
     config: dict[str, Any]
     results: dict[str, Any] | None
     history: list[dict[str, float]] = field(default_factory=list)
+    # Why the job's files could not be read (then results and history are empty).
+    unreadable: str | None = None
 
     @property
     def name(self) -> str:
@@ -48,6 +49,8 @@ class Job:
 
     @property
     def status(self) -> str:
+        if self.unreadable:
+            return UNREADABLE
         if self.results is None:
             # A job folder without results.json is still running, or was killed.
             return RUNNING
@@ -55,8 +58,13 @@ class Job:
 
     @property
     def error(self) -> str | None:
+        if self.unreadable:
+            return self.unreadable
         if self.results is None:
             return "no results.json yet: still running, or stopped before it could write one"
+        if self.status == RUNNING:
+            r = self.results
+            return f"started {r.get('started_at')} as pid {r.get('pid')} on {r.get('host')}: still running, or killed"
         return self.results.get("error")
 
     @property
@@ -69,15 +77,8 @@ class Job:
 
     @property
     def family(self) -> str:
-        """plain, resnet, preact, or the model group choice for other networks."""
-        shortcut = str(self.model.get("shortcut", "")).lower()
-        if shortcut == "none":
-            return "plain"
-        if self.model.get("preact") is True:
-            return "preact"
-        if str(self.model.get("_target_", "")).endswith("build_network"):
-            return "resnet"
-        return self.choices.get("model", "resnet")
+        """plain, resnet, preact, a torchvision model's name (reslab.job.model_family)."""
+        return model_family(self.model, self.choices.get("model"))
 
     @property
     def depth(self) -> int | None:
@@ -114,11 +115,7 @@ class Job:
         return [p[0] for p in points], [p[1] for p in points]
 
     def final_train_error(self) -> float | None:
-        _, values = self.curve("train/err")
-        if not values:
-            return None
-        window = max(1, int(len(values) * FINAL_TRAIN_WINDOW))
-        return sum(values[-window:]) / window
+        return job_files.final_train_error(self.history)
 
 
 @dataclass
@@ -145,15 +142,27 @@ def collect_sweep(sweep_dir: Path) -> list[Job]:
 
 
 def read_job(job_dir: Path) -> Job:
+    """One job folder; files that cannot be read make the job `unreadable`, never an error."""
     hydra_dir = job_dir / ".hydra"
-    return Job(
+    try:
+        overrides = _load_yaml(hydra_dir / "overrides.yaml") or []
+        hydra_yaml = _load_yaml(hydra_dir / "hydra.yaml") or {}
+        config = _resolved_config(hydra_dir / "config.yaml", job_dir)
+    except Exception as error:  # noqa: BLE001 - a damaged .hydra/ costs this job only
+        return Job(job_dir, [], {}, {}, None, unreadable=f".hydra/ cannot be read ({type(error).__name__}: {error})")
+    job = Job(
         path=job_dir,
-        overrides=_load_yaml(hydra_dir / "overrides.yaml") or [],
-        choices=((_load_yaml(hydra_dir / "hydra.yaml") or {}).get("hydra", {}).get("runtime", {}).get("choices", {})),
-        config=_resolved_config(hydra_dir / "config.yaml", job_dir),
-        results=read_results(job_dir),
-        history=read_metrics_csv(job_dir / METRICS_FILE),
+        overrides=overrides,
+        choices=hydra_yaml.get("hydra", {}).get("runtime", {}).get("choices", {}),
+        config=config,
+        results=None,
     )
+    try:
+        job.results = job_files.read_results(job_dir)
+        job.history = job_files.read_metrics_csv(job_dir / METRICS_FILE)
+    except UnreadableJobFile as error:
+        job.results, job.history, job.unreadable = None, [], str(error)
+    return job
 
 
 def load_sweep(sweep_dir: Path) -> Sweep:
@@ -162,7 +171,7 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     jobs = collect_sweep(sweep_dir)
     multirun = _load_multirun(sweep_dir)
     grid = []
-    if multirun is not None:
+    if multirun is not None and is_grid_sweep(multirun):
         try:
             grid = expand_grid(multirun)
         except Exception as error:  # noqa: BLE001 - e.g. another sweeper's range or interval syntax
@@ -170,21 +179,6 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     started = {frozenset(job.overrides) for job in jobs}
     missing = [point for point in grid if frozenset(point) not in started]
     return Sweep(sweep_dir, jobs, grid, missing, experiment_name(sweep_dir, jobs, multirun))
-
-
-def expand_grid(multirun: DictConfig) -> list[list[str]]:
-    """Every job's overrides, in launch order, as Hydra's basic sweeper expands them: the
-    sweeper's `params` first, then the command line's `hydra.overrides.task` (comma lists are
-    sweeps; a later key replaces an earlier one)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = OmegaConf.select(multirun, "hydra.sweeper.params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(OmegaConf.select(multirun, "hydra.overrides.task") or [])
-    overrides = OverridesParser.create().parse_overrides(arguments)
-    (batch,) = BasicSweeper.split_arguments(overrides, max_batch_size=None)
-    return [list(job) for job in batch]
 
 
 def experiment_name(sweep_dir: Path, jobs: list[Job], multirun: DictConfig | None = None) -> str | None:

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from reslab.errors import ConfigError
-from reslab.results import read_metrics_csv
+from reslab.job import read_metrics_csv
 
 # The callback's key prefixes (repeated here so reading a CSV does not import Lightning).
 GRAD_NORM_PREFIX = "grad_norm"

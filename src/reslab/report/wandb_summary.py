@@ -8,8 +8,8 @@ from typing import Any
 import wandb
 
 from reslab.errors import ConfigError
-from reslab.loggers import WANDB_MODES, previous_run_id, start_wandb_run, sweep_group
-from reslab.results import read_results
+from reslab.job import RESULTS_FILE, UnreadableJobFile, read_results, sweep_group
+from reslab.wandb_runs import WANDB_MODES, previous_run_id, start_wandb_run
 
 DEFAULT_PROJECT = "reslab"
 
@@ -71,8 +71,11 @@ def log_report_to_wandb(
 def _jobs_wandb(sweep_dir: Path) -> list[dict[str, Any]]:
     """The `wandb` entries of the sweep's results.json files (jobs that logged to W&B)."""
     entries = []
-    for results_file in sorted(sweep_dir.rglob("results.json")):
-        results = read_results(results_file.parent) or {}
+    for results_file in sorted(sweep_dir.rglob(RESULTS_FILE)):
+        try:
+            results = read_results(results_file.parent) or {}
+        except UnreadableJobFile:
+            continue  # the report lists it; the W&B summary only needs the readable ones
         if isinstance(results.get("wandb"), dict):
             entries.append(results["wandb"])
     return entries

@@ -1,0 +1,251 @@
+"""A sweep's life in the launching process: the folder is held, every job is checked before the
+first starts, and the end says how each job went and what the exit code is.
+
+`SweepOwner` is a Hydra callback (conf/hydra/default.yaml). It uses Hydra's public override
+parser and compose API only, so it works with any sweeper:
+
+- grid sweeps (Hydra's basic sweeper: `a,b,c`, `range(...)`, `glob(...)`, and the experiment's
+  `hydra.sweeper.params`) are expanded and every job is composed and checked before the first
+  starts; one bad job stops the sweep with exit code 2 and nothing runs;
+- sampling sweepers (e.g. `hydra/sweeper=optuna`) get what does not vary checked up front; each
+  sampled job is checked by the job wrapper as it starts (a bad one is recorded as failed).
+
+Exit codes of `reslab-train -m`: 0 when every job of the sweep folder completed (or was skipped
+as completed), 1 when any did not, 2 when the pre-check refused the sweep, 130/143 when the sweep
+was interrupted by SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from reslab import job
+from reslab.errors import ConfigError
+
+log = logging.getLogger("reslab")
+
+# Hydra's default sweeper, named by its config's target (compared as text, never imported).
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+CONFIG_NAME = "train"
+
+
+# ----------------------------------------------------------------------------- the jobs of a sweep
+
+
+def sweep_arguments(config: DictConfig) -> list[str]:
+    """The sweep's overrides as the basic sweeper reads them: `hydra.sweeper.params` first,
+    then the command line's task overrides (a later key replaces an earlier one)."""
+    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    return arguments + list(OmegaConf.select(config, "hydra.overrides.task") or [])
+
+
+def is_grid_sweep(config: DictConfig) -> bool:
+    return OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
+
+
+def expand_grid(config: DictConfig) -> list[list[str]]:
+    """Every job's overrides, in launch order, for a grid sweep (what the basic sweeper runs).
+    A sampled range (`interval(...)`) is refused with a ConfigError naming a sampling sweeper."""
+    final: dict[str, list[str]] = {}
+    for override in OverridesParser.create().parse_overrides(sweep_arguments(config)):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            final[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            final[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(
+                f"{override.input_line}: the default (grid) sweeper runs lists, range() and glob() only; "
+                "to sample from an interval add hydra/sweeper=optuna"
+            )
+    return [list(point) for point in itertools.product(*final.values())]
+
+
+def fixed_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides that do not vary between the jobs of any sweeper."""
+    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.select(config, "hydra.overrides.task") or []))
+    return [o.input_line for o in overrides if not o.is_sweep_override()]
+
+
+# ----------------------------------------------------------------------------- folder locks
+
+
+class FolderBusy(ConfigError):
+    """Another live process holds the folder."""
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    lock = acquire_folder(folder)
+    try:
+        yield
+    finally:
+        release_folder(lock)
+
+
+def acquire_folder(folder: Path) -> Path:
+    """Hold `folder` for this process: a lock file naming pid, host and start time. A lock of a
+    live process is refused (FolderBusy); one whose process is gone is taken over with a note."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output folder {folder} cannot be created ({error.strerror}); choose another one") from None
+    path = folder / job.LOCK_FILE
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder is not None and _alive(holder):
+                raise FolderBusy(
+                    f"{folder} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
+                    f"{holder.get('started')}; wait for it to finish or choose another folder "
+                    "(hydra.sweep.dir / hydra.run.dir)"
+                ) from None
+            log.warning("taking over %s: its holder %s is gone", path, holder or "(unreadable lock)")
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as handle:
+            json.dump(me, handle)
+        return path
+    raise FolderBusy(f"{folder} is being taken by another process at this moment; try again")
+
+
+def release_folder(lock: Path) -> None:
+    holder = _read_lock(lock)
+    if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        lock.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict[str, Any] | None:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return holder if isinstance(holder, dict) else None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the lock's process still runs. On another host it cannot be told: held."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
+
+
+# ----------------------------------------------------------------------------- the callback
+
+
+class SweepOwner(Callback):
+    """Holds the run or sweep folder, checks every job before the first starts, and ends a
+    sweep with one line per job and its exit code."""
+
+    def __init__(self) -> None:
+        self._lock: Path | None = None
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._hold(Path(config.hydra.run.dir))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._let_go()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._hold(Path(config.hydra.sweep.dir))
+        try:
+            self._check_jobs(config)
+        except SystemExit:
+            self._let_go()
+            raise
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._let_go()
+        sweep_dir = Path(config.hydra.sweep.dir)
+        statuses = report_sweep_end(sweep_dir)
+        if any(status != job.COMPLETED for status in statuses):
+            raise SystemExit(1)
+
+    def _hold(self, folder: Path) -> None:
+        try:
+            self._lock = acquire_folder(folder)
+        except ConfigError as error:
+            log.error("%s", error)
+            raise SystemExit(2) from None
+
+    def _let_go(self) -> None:
+        if self._lock is not None:
+            release_folder(self._lock)
+            self._lock = None
+
+    def _check_jobs(self, config: DictConfig) -> None:
+        from reslab.preflight import check_job  # torch and the builders: only when a sweep runs
+
+        try:
+            if is_grid_sweep(config):
+                jobs = expand_grid(config)
+                what = f"all {len(jobs)} jobs"
+            else:
+                jobs = [fixed_overrides(config)]
+                what = "what every sampled job shares (each job is checked again as it starts)"
+        except ConfigError as error:
+            log.error("configuration error: %s", error)
+            raise SystemExit(2) from None
+        problems = []
+        for overrides in jobs:
+            try:
+                check_job(compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True))
+            except ConfigError as error:
+                problems.append(f"  job {' '.join(overrides)}: {error}")
+        if problems:
+            log.error(
+                "configuration error in %d of %d jobs; nothing was run:\n%s", len(problems), len(jobs), "\n".join(problems)
+            )
+            raise SystemExit(2)
+        log.info("checked the configs of %s", what)
+
+
+def report_sweep_end(sweep_dir: Path) -> list[str]:
+    """Log one line per job folder of the sweep (status, final train error, val error, wall
+    time) and where its report goes; return the jobs' statuses."""
+    statuses = []
+    lines = []
+    for hydra_dir in sorted(Path(sweep_dir).rglob(".hydra")):
+        folder = hydra_dir.parent
+        try:
+            record = job.read_results(folder)
+            history = job.read_metrics_csv(folder / job.METRICS_FILE)
+        except job.UnreadableJobFile as error:
+            statuses.append("unreadable")
+            lines.append(f"  {folder.relative_to(sweep_dir)}: unreadable ({error})")
+            continue
+        status = (record or {}).get("status", job.RUNNING)
+        statuses.append(status)
+        lines.append(f"  {folder.relative_to(sweep_dir)}: {job.summary_line(record, history)}")
+    if lines:
+        counts = {status: statuses.count(status) for status in sorted(set(statuses))}
+        log.info(
+            "sweep %s: %s\n%s\nreport: reslab-report %s",
+            sweep_dir, ", ".join(f"{n} {status}" for status, n in counts.items()), "\n".join(lines), sweep_dir,
+        )
+    return statuses
