@@ -14,10 +14,9 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from reslab import checks
-from reslab.cluster import check_cluster_layout
 from reslab.errors import ConfigError
 
 # What a job does (`task`), and what it does when it fails (`on_error`; conf/train.yaml).
@@ -46,7 +45,6 @@ def check_job(cfg: DictConfig) -> None:
     if cfg.task not in NETWORK_TASKS:
         return
     checks.check_settings(cfg)
-    check_cluster_layout(OmegaConf.select(cfg, "hydra.launcher"), cfg.trainer)
     import torch
 
     with torch.device("meta"):
@@ -54,6 +52,11 @@ def check_job(cfg: DictConfig) -> None:
     instantiate(cfg.data)
     if cfg.task == "train":
         _check_optimizer(cfg)
+    if cfg.task == "eval" and cfg.get("ckpt_path") in (None, "none") and not cfg.model.get("weights"):
+        raise ConfigError(
+            "task=eval scores trained weights: give ckpt_path=FILE (a checkpoint of a job with this "
+            "model and data config), or a pretrained model=torchvision with model.weights"
+        )
 
 
 def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
