@@ -14,9 +14,10 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from reslab import checks
+from reslab.cluster import check_cluster_layout
 from reslab.errors import ConfigError
 
 # What a job does (`task`), and what it does when it fails (`on_error`; conf/train.yaml).
@@ -37,14 +38,15 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def check_job(cfg: DictConfig) -> None:
-    """Raise ConfigError if this job config cannot run. `cfg` may hold the `hydra` node (a
-    composed sweep job); a running job's own config does not."""
+def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
+    """Raise ConfigError if this job config cannot run on `launcher` (the `hydra.launcher` node;
+    None: the one in `cfg`, a composed sweep job's config that holds its `hydra` node)."""
     check_choice("task", cfg.get("task"), TASKS)
     check_choice("on_error", cfg.get("on_error"), ON_ERROR)
     if cfg.task not in NETWORK_TASKS:
         return
     checks.check_settings(cfg)
+    check_cluster_layout(launcher if launcher is not None else OmegaConf.select(cfg, "hydra.launcher"), cfg.trainer)
     import torch
 
     with torch.device("meta"):

@@ -83,7 +83,7 @@ def run_task(cfg: DictConfig, task: Task) -> float | None:
     start = time.perf_counter()
     failure: BaseException | None = None
     try:
-        check_job(cfg)
+        check_job(cfg, launcher=hydra_cfg.launcher)
         task(cfg, run)
         run.note(status=job.COMPLETED)
     except ConfigError as error:
