@@ -23,7 +23,6 @@ raise in single runs.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import platform
 import socket
@@ -67,8 +66,8 @@ class JobRun:
 
 
 def run_task(cfg: DictConfig, task: Task) -> float | None:
-    """Run `task` as this Hydra job; return its objective (the best `val/err`, NaN if none) for
-    sweepers that minimise it."""
+    """Run `task` as this Hydra job; return its objective (the best `val/err`) for sweepers that
+    minimise it."""
     hydra_cfg = HydraConfig.get()
     job_dir = Path(hydra_cfg.runtime.output_dir)
     sweeping = hydra_cfg.mode == RunMode.MULTIRUN
@@ -135,9 +134,12 @@ def _outcome(record: dict[str, Any], failure: BaseException | None, on_error: st
     raise failure  # on_error=raise: the error itself, with its traceback
 
 
-def _objective(record: dict[str, Any]) -> float:
-    value = (record.get("best") or {}).get("val/err")
-    return float(value) if value is not None else math.nan
+def _objective(record: dict[str, Any]) -> float | None:
+    """The best `val/err` (else the last one): what a sampling sweeper minimises. None when the
+    job never validated: the sweeper then counts the trial as failed (NaN would be told as a
+    value, which Optuna refuses)."""
+    value = (record.get("best") or {}).get("val/err", (record.get("metrics") or {}).get("val/err"))
+    return float(value) if value is not None else None
 
 
 def _is_sigterm_exit(error: BaseException | None) -> bool:
