@@ -10,6 +10,8 @@ import hydra
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from torchvision.io import encode_jpeg, write_file
@@ -26,7 +28,7 @@ from reslab.data import (
     write_mnist_like,
 )
 from reslab.data.augment import augment_batch, random_crop, random_flip
-from reslab.data.in_memory import Split, TensorBatchDataset, keep_batch
+from reslab.data.in_memory import DataShape, InMemoryDataModule, Split, TensorBatchDataset, keep_batch
 from reslab.errors import ConfigError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -356,11 +358,48 @@ def test_image_folder_class_count_must_match(tmp_path):
 
 
 def compose_data(name: str, data_dir: Path, **overrides):
-    cfg = OmegaConf.create(
-        {"seed": 3, "paths": {"data_dir": str(data_dir)}, "data": OmegaConf.load(CONF_DATA / f"{name}.yaml")}
-    )
+    """conf/data/NAME.yaml as Hydra composes it (its `defaults:` included), with seed 3."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DATA.parent), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"data={name}", "seed=3", f"paths.data_dir={data_dir}"])
     cfg.data = OmegaConf.merge(cfg.data, overrides)
     return cfg
+
+
+def constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword arguments `cls(...)` takes: its own, then those it passes on to its bases
+    (`**shared`), each with the default of the most derived class that states it."""
+    parameters: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        own = inspect.signature(klass.__init__).parameters
+        for name, parameter in own.items():
+            if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+                parameters.setdefault(name, parameter)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in own.values()):
+            break
+    return parameters
+
+
+IN_MEMORY = ["cifar10", "cifar100", "digits", "fashion_mnist", "mnist", "synthetic"]
+
+
+@pytest.mark.parametrize("name", IN_MEMORY)
+def test_in_memory_data_config_states_the_constructors_defaults(name):
+    """Python callers and config users get the same data set: every value in the yaml (but the
+    interpolated root and seed) is the constructor's default; a fixed shape is the data set's own."""
+    data = compose_data(name, Path("/data")).data
+    target = hydra.utils.get_class(data._target_)
+    parameters = constructor_parameters(target)
+    assert issubclass(target, InMemoryDataModule)
+    for key, value in data.items():
+        if key in ("_target_", "root", "seed"):
+            continue
+        default = parameters[key].default
+        if default is None and target.fixed_shape is not None and key in DataShape._fields:
+            default = getattr(target.fixed_shape, key)
+        assert value == default, (name, key)
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in CONF_DATA.glob("*.yaml")))
@@ -379,9 +418,7 @@ def test_every_data_config_holds_only_constructor_args_and_instantiates(name, tm
     keys = set(cfg.data) - {"_target_"}
     assert {"num_classes", "in_channels", "image_size", "batch_size", "eval_batch_size"} <= keys
     target = hydra.utils.get_class(cfg.data._target_)
-    parameters = set(inspect.signature(target.__init__).parameters) - {"self", "kwargs"}
-    if target is CIFAR100DataModule:
-        parameters |= set(inspect.signature(CIFAR10DataModule.__init__).parameters) - {"self"}
+    parameters = set(constructor_parameters(target))
     assert keys <= parameters, f"{name}.yaml keys that are no constructor argument: {keys - parameters}"
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, L.LightningDataModule) and isinstance(dm, target)

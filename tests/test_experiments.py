@@ -28,9 +28,9 @@ from reslab.errors import ConfigError
 from reslab.models import count_parameters
 from reslab.module import ClassificationModule
 from reslab.report import paper
-from reslab.results import read_metrics_csv
+from reslab.job import read_metrics_csv
 from reslab.schedules import multistep
-from reslab.train import instantiate as reslab_instantiate
+from reslab.preflight import instantiate as reslab_instantiate
 
 CONF = REPO / "conf"
 PRESETS = ("cifar_table6", "imagenet_table2", "imagenet_table3", "preact_cifar", "mnist_transfer")
@@ -241,7 +241,7 @@ def fit_with_warmup(warmup: WarmupUntilError, depth: int = 110, max_steps: int =
     trainer = pl.Trainer(
         max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[warmup, recorder],
-        default_root_dir=trainer_dir,
+        default_root_dir=trainer_dir, log_every_n_steps=1,  # the rule acts where the step values are flushed
     )
     loader = DataLoader(batches_with_errors(ERRORS), batch_size=10, shuffle=False)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)

@@ -8,16 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
 from reslab.errors import ConfigError
 from reslab.models import (
+    Head,
     LinearSkipUnit,
     Network,
     PostActUnit,
     PreActUnit,
+    Stem,
     Unit,
     ZeroPadSubsample,
     build_network,
@@ -28,7 +31,7 @@ from reslab.models import (
     weighted_depth,
 )
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 RESNET20 = 269_722
 
 
@@ -257,28 +260,46 @@ def test_preact_unit_is_bn_relu_conv_and_net_ends_with_bn_relu():
     with torch.no_grad():
         assert torch.allclose(unit(x), expected, atol=1e-6)
     net = build_network(depth=8, preact=True)
-    assert net.bn1 is None and isinstance(net.final_bn, nn.BatchNorm2d)
-    assert build_network(depth=8).final_bn is None
+    assert "bn1" not in dict(net.named_children()) and isinstance(net.final_bn, nn.BatchNorm2d)
+    assert "final_bn" not in dict(build_network(depth=8).named_children())
+
+
+STAGES = ["layer1", "layer2", "layer3"]
 
 
 @pytest.mark.parametrize(
-    "kwargs, stem_activated",
+    "kwargs, stem, head",
     [
-        ({}, True),
-        ({"shortcut": "none", "skip_source": "Z"}, True),
-        ({"skip_source": "Z"}, False),
-        ({"preact": True}, False),
+        ({}, ["conv1", "bn1", "relu"], ["avgpool", "flatten", "fc"]),
+        ({"shortcut": "none", "skip_source": "Z"}, ["conv1", "bn1", "relu"], ["avgpool", "flatten", "fc"]),
+        ({"skip_source": "Z"}, ["conv1", "bn1"], ["final_relu", "avgpool", "flatten", "fc"]),
+        ({"preact": True}, ["conv1"], ["final_bn", "final_relu", "avgpool", "flatten", "fc"]),
+        ({"norm": "none", "preact": True}, ["conv1"], ["final_bn", "final_relu", "avgpool", "flatten", "fc"]),
     ],
 )
-def test_activation_placement_at_stem_and_before_pooling(kwargs, stem_activated):
-    """Z-skip and pre-activation nets move the stem's ReLU into the units and end with one."""
-    net = build_network(depth=8, **kwargs)
-    seen = {}
-    net.layer1.register_forward_pre_hook(lambda m, args: seen.setdefault("units_in", args[0].clone()))
-    net.avgpool.register_forward_pre_hook(lambda m, args: seen.setdefault("pool_in", args[0].clone()))
-    net(torch.randn(2, 3, 8, 8))
-    assert bool((seen["units_in"] >= 0).all()) == stem_activated
-    assert (seen["pool_in"] >= 0).all()
+def test_stem_and_head_are_named_parts_that_keep_torchvision_layer_names(kwargs, stem, head):
+    torch.manual_seed(0)
+    net = build_network(depth=8, input_size=8, **kwargs).eval()
+    assert [name for name, _ in net.stem().named_children()] == stem
+    assert [name for name, _ in net.head().named_children()] == head
+    # the parts' layers are the network's own children, in forward order, with no part prefix
+    assert [name for name, _ in net.named_children()] == stem + STAGES + head
+    assert all(layer is getattr(net, name) for name, layer in net.head().named_children())
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(net.head()(nn.Sequential(*net.stages())(net.stem()(x))), net(x))
+
+
+@pytest.mark.parametrize("style, size", [("imagenet", 16), ("cifar", 64)])
+def test_stem_and_head_work_alone(style, size):
+    stem = Stem(style=style, in_channels=3, width=8, norm="bn", order="post")
+    # ImageNet style: 7x7/2 conv, then 3x3/2 max pool; CIFAR style: 3x3/1 conv
+    assert [name for name, _ in stem.named_children()][-1] == ("maxpool" if style == "imagenet" else "relu")
+    assert stem(torch.zeros(1, 3, 64, 64)).shape == (1, 8, size, size)
+    head = Head(in_channels=8, num_classes=3, norm="bn", order="pre").eval()
+    assert head(torch.zeros(2, 8, 4, 4)).shape == (2, 3)
+    net = on_meta(depth=18, input_size=224) if style == "imagenet" else on_meta(depth=20)
+    assert [name for name, _ in net.stem().named_children()] == [name for name, _ in stem.named_children()]
 
 
 def test_learned_skip_weight_is_one_trainable_scalar_per_unit():
@@ -306,8 +327,8 @@ def test_stride_position_in_bottleneck():
 
 
 def test_style_auto_follows_input_size():
-    assert on_meta(depth=18, input_size=224).maxpool is not None
-    assert on_meta(depth=20, input_size=32).maxpool is None
+    assert on_meta(depth=18, input_size=224).spec.style == "imagenet"
+    assert on_meta(depth=20, input_size=127).spec.style == "cifar"
     assert on_meta(depth=20, input_size=32).conv1.kernel_size == (3, 3)
     assert on_meta(depth=20, width=8).layer3[0].conv1.out_channels == 32
 
@@ -355,11 +376,11 @@ def test_case_and_null_spellings_are_accepted():
 
 # --- config files ----------------------------------------------------------------------------
 
-DATA = {"num_classes": 10, "in_channels": 3, "image_size": 16}
-
-
 def _model_cfg(name: str):
-    cfg = OmegaConf.create({"data": DATA, "model": OmegaConf.load(CONF / f"{name}.yaml")})
+    """conf/model/NAME.yaml as Hydra composes it (its `defaults:` included), on 3x16x16 data."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"model={name}", "data=synthetic", "data.image_size=16"])
     return cfg.model
 
 

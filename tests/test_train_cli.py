@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reslab.results import read_metrics_csv
+from conftest import FAST
+from reslab.job import read_metrics_csv
+from reslab.models import build_network, count_flops, count_parameters
 
 
 def job_dirs(root: Path) -> list[Path]:
@@ -20,11 +22,14 @@ def test_single_run_writes_the_contract_files(train, tmp_path):
     job = tmp_path / "run"
     results = json.loads((job / "results.json").read_text())
     assert results["status"] == "completed" and results["error"] is None
-    assert results["params"] > 0 and results["flops"] > 0
+    # ResNet-8 on 1x8x8 digits, 10 classes: the network the overrides describe, and nothing else
+    net = build_network(depth=8, in_channels=1, num_classes=10, input_size=8)
+    assert (results["params"], results["flops"]) == (count_parameters(net), count_flops(net, (1, 8, 8)))
     assert results["steps"] == 8 and results["world_size"] == 1
     assert set(results["metrics"]) >= {"train/err", "val/err", "test/err"}
     assert 0.0 <= results["best"]["val/err"] <= results["metrics"]["val/err"]
-    assert results["overrides"][-1] == "hydra.run.dir=run" or "model.depth=8" in results["overrides"]
+    # the job's own overrides, in command-line order; where it ran (hydra.*) is not one of them
+    assert results["overrides"] == [*FAST, "model.depth=8", "trainer.max_steps=8", "trainer.val_check_interval=4"]
     rows = read_metrics_csv(job / "metrics.csv")
     train_steps = [r["step"] for r in rows if "train/err" in r]
     assert train_steps == list(range(8)), "train/err is logged at every step"
@@ -67,7 +72,7 @@ def test_multirun_then_report(train, report, tmp_path):
         ("model.depth=21", "nearest valid depths: 20, 26"),
         ("model.shortcut=D", "A, B, C"),
         ("data=cifar10", "data.download"),
-        ("optimizer.lr=-1", "Invalid learning rate"),
+        ("optimizer.lr=-1", "optimizer.lr=-1 must be a number > 0"),
     ],
 )
 def test_bad_input_fails_before_training(train, tmp_path, override, expected):

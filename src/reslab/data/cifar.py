@@ -18,20 +18,13 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from reslab.data.in_memory import (
-    InMemoryDataModule,
-    Split,
-    check_data_root,
-    check_fixed,
-    check_split_size,
-    split_count,
-    split_off,
-)
+from reslab.data.in_memory import DataShape, Split, TrainTestFilesDataModule
 from reslab.errors import ConfigError
 
 
@@ -54,74 +47,39 @@ def dataset_files(dataset_cls: type[CIFAR10]) -> list[str]:
     return [os.path.join(dataset_cls.base_folder, name) for name in names]
 
 
-class CIFAR10DataModule(InMemoryDataModule):
-    """CIFAR-10 (3x32x32, 10 classes): 45k train / 5k val / 10k test by default."""
+class CIFAR10DataModule(TrainTestFilesDataModule):
+    """CIFAR-10 (3x32x32, 10 classes): 45k train / 5k val / 10k test by default.
+
+    Its own arguments: `verify_checksums`, and the defaults of the paper's recipe (per-pixel
+    mean, crop + flip); `root`, `download`, `val_size` and the rest are the shared ones
+    (TrainTestFilesDataModule, InMemoryDataModule).
+    """
 
     dataset_name = "CIFAR-10"
     torchvision_class = CIFAR10
+    fixed_shape = DataShape(num_classes=10, in_channels=3, image_size=32)
     default_augmentation = "crop_flip"
-    expected_num_classes = 10
 
     def __init__(
         self,
         root: str,
-        download: bool = False,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        image_size: int = 32,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        val_size: int | float = 5000,
-        seed: int = 0,
+        verify_checksums: bool = True,
         normalize: str = "per_pixel_mean",
         augment: bool | str = True,
-        crop_padding: int = 4,
-        num_workers: int = 0,
-        on_device: bool = True,
-        verify_checksums: bool = True,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            seed=seed,
-            normalize=normalize,
-            augment=augment,
-            crop_padding=crop_padding,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
-        check_fixed("num_classes", num_classes, self.expected_num_classes, self.dataset_name)
-        check_fixed("in_channels", in_channels, 3, self.dataset_name)
-        check_fixed("image_size", image_size, 32, self.dataset_name)
-        self.val_size = check_split_size("val_size", val_size)
-        self.root = check_data_root(root)
-        self.download = bool(download)
+        super().__init__(root, normalize=normalize, augment=augment, **shared)
         self.verify_checksums = bool(verify_checksums)
-        missing = [name for name in dataset_files(self.torchvision_class) if not (self.root / name).is_file()]
-        if missing and not self.download:
-            raise ConfigError(
-                f"{self.dataset_name} not found: data.root={self.root} lacks {', '.join(missing)}. "
-                f"Set data.download=true to download it there, or point data.root at the folder that "
-                f"holds {self.torchvision_class.base_folder}/."
-            )
+
+    def files(self) -> list[str]:
+        return dataset_files(self.torchvision_class)
+
+    def folder(self) -> str:
+        return self.torchvision_class.base_folder
 
     def loader_class(self) -> type[CIFAR10]:
         cls = self.torchvision_class
         return cls if self.verify_checksums else _without_checksums(cls)
-
-    def prepare_data(self) -> None:
-        if not self.download:
-            return
-        try:
-            self.loader_class()(str(self.root), train=True, download=True)
-        except Exception as error:  # network or disk: say where and what to do, once
-            raise ConfigError(
-                f"could not download {self.dataset_name} to data.root={self.root} ({error}); place the "
-                f"extracted {self.torchvision_class.base_folder}/ there by hand and set data.download=false."
-            ) from error
 
     def read(self, train: bool) -> Split:
         try:
@@ -135,27 +93,13 @@ class CIFAR10DataModule(InMemoryDataModule):
         images = torch.from_numpy(np.ascontiguousarray(dataset.data.transpose(0, 3, 1, 2)))  # NHWC -> NCHW
         return Split(images, torch.tensor(dataset.targets, dtype=torch.long))
 
-    def load_splits(self) -> dict[str, Split]:
-        full_train, test = self.read(train=True), self.read(train=False)
-        val_count = split_count("val_size", self.val_size, len(full_train))
-        splits = {"test": test}
-        train_idx, val_idx = split_off(full_train.labels, val_count, self.seed)
-        splits["train"] = full_train.select(train_idx)
-        if val_count:
-            splits["val"] = full_train.select(val_idx)
-        return splits
-
 
 class CIFAR100DataModule(CIFAR10DataModule):
-    """CIFAR-100 (3x32x32, 100 fine classes): same recipe and splits as CIFAR-10."""
+    """CIFAR-100 (3x32x32, 100 fine classes): same recipe, splits and arguments as CIFAR-10."""
 
     dataset_name = "CIFAR-100"
     torchvision_class = CIFAR100
-    expected_num_classes = 100
-
-    def __init__(self, root: str, num_classes: int = 100, **kwargs) -> None:
-        """Same arguments as CIFAR10DataModule; only the num_classes default differs."""
-        super().__init__(root, num_classes=num_classes, **kwargs)
+    fixed_shape = DataShape(num_classes=100, in_channels=3, image_size=32)
 
 
 def write_cifar_like(

@@ -6,10 +6,12 @@ why the degradation experiment runs on it by default.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from sklearn.datasets import load_digits
 
-from reslab.data.in_memory import InMemoryDataModule, Split, check_fixed, check_split_size, split_count, split_off
+from reslab.data.in_memory import DataShape, InMemoryDataModule, Split, check_split_size, split_count, split_off
 from reslab.errors import ConfigError
 
 
@@ -23,41 +25,15 @@ class DigitsDataModule(InMemoryDataModule):
     """
 
     dataset_name = "digits"
+    fixed_shape = DataShape(num_classes=10, in_channels=1, image_size=8)
     default_augmentation = "crop"
     num_images = 1797
 
     def __init__(
-        self,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 8,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        val_size: int | float = 0.15,
-        test_size: int | float = 0.15,
-        seed: int = 0,
-        normalize: str = "per_channel",
-        augment: bool | str = False,
-        crop_padding: int = 1,
-        num_workers: int = 0,
-        on_device: bool = True,
+        self, val_size: int | float = 0.15, test_size: int | float = 0.15, crop_padding: int = 1, **shared: Any
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            seed=seed,
-            normalize=normalize,
-            augment=augment,
-            crop_padding=crop_padding,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
-        check_fixed("num_classes", num_classes, 10, "digits")
-        check_fixed("in_channels", in_channels, 1, "digits")
-        check_fixed("image_size", image_size, 8, "digits")
+        """`**shared`: the InMemoryDataModule arguments."""
+        super().__init__(crop_padding=crop_padding, **shared)
         self.test_count = split_count("test_size", check_split_size("test_size", test_size), self.num_images)
         if self.test_count == 0:
             raise ConfigError("data.test_size=0 leaves no test split; use a count >= 1 or a fraction in (0, 1).")

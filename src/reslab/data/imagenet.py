@@ -29,7 +29,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
-from reslab.data.in_memory import check_data_root, check_non_negative_int, check_positive_int
+from reslab.data.in_memory import check_data_root, check_non_negative_int, check_positive_int, drop_short_last_batch
 from reslab.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -226,11 +226,12 @@ class ImageNetDataModule(L.LightningDataModule):
         return dataset
 
     def loader(self, dataset: ImageFolder, batch_size: int, train: bool) -> DataLoader:
+        world_size = self.trainer.world_size if self.trainer is not None else 1
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train,
-            drop_last=train and len(dataset) >= batch_size,
+            drop_last=train and drop_short_last_batch(len(dataset), batch_size, world_size),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,

@@ -11,18 +11,25 @@ statistics of the training split, and, for training batches only, augment. Norma
 first, so the crop's zero padding is padding with the mean (as fb.resnet.torch does).
 Lightning only calls this hook when the datamodule is given to `Trainer.fit/test(datamodule=...)`
 and the LightningModule does not override the same hook.
+
+Arguments: `InMemoryDataModule` states the ones all of these data sets share (shape, batch
+sizes, seed, normalisation, augmentation, workers, on_device), `TrainTestFilesDataModule` those
+of the sets shipped as training and test files (root, download, val_size); each data set takes
+only its own and the defaults that differ for it, and passes the rest on.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -35,6 +42,8 @@ from reslab.data.augment import (
     to_unit_range,
 )
 from reslab.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,6 +84,22 @@ class TensorBatchDataset(Dataset):
 def keep_batch(batch: Any) -> Any:
     """collate_fn for TensorBatchDataset: its batches are stacked already."""
     return batch
+
+
+def drop_short_last_batch(num_train: int, batch_size: int, world_size: int) -> bool:
+    """Whether the training loader drops its short last batch: only where every device gets a
+    full one. A batch larger than the training split is allowed, and said: each step then
+    trains on the whole split (full-batch gradient descent), one step per epoch."""
+    if num_train >= batch_size * world_size:
+        return True
+    if rank_zero_only.rank == 0:
+        devices = f" x {world_size} devices" if world_size > 1 else ""
+        log.warning(
+            "data.batch_size=%d%s is more than the %d training examples: every step trains on all of "
+            "them, one step per epoch; lower data.batch_size for smaller batches",
+            batch_size, devices, num_train,
+        )
+    return False
 
 
 # ----------------------------------------------------------------------------- validation
@@ -149,8 +174,21 @@ def split_off(labels: Tensor, count: int, seed: int) -> tuple[Tensor, Tensor]:
 # ----------------------------------------------------------------------------- datamodule
 
 
+class DataShape(NamedTuple):
+    """What the model is built from: classes, and the images' channels and height (= width)."""
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Base of the in-memory datamodules; subclasses implement `load_splits()`.
+
+    Its arguments are the ones every in-memory data set shares, stated here once: a subclass
+    takes its own arguments and passes the rest on (`**shared`), restating only a default that
+    differs for its data set. For a data set of `fixed_shape`, the shape keys default to it and
+    must state it (the model is built from them).
 
     Attributes the training script may read: `num_classes`, `input_shape` (C, H, W), and after
     `setup()`: `num_train` (training examples, all devices together).
@@ -158,26 +196,27 @@ class InMemoryDataModule(L.LightningDataModule):
 
     dataset_name = "data set"
     default_augmentation = "crop_flip"  # what `augment: true` means for this data set
+    fixed_shape: DataShape | None = None  # None: the shape keys choose the shape
 
     def __init__(
         self,
         *,
-        num_classes: int,
-        in_channels: int,
-        image_size: int,
-        batch_size: int,
-        eval_batch_size: int | None,
-        seed: int,
-        normalize: str,
-        augment: bool | str,
-        crop_padding: int,
-        num_workers: int,
-        on_device: bool,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        image_size: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        seed: int = 0,
+        normalize: str = "per_channel",
+        augment: bool | str = False,
+        crop_padding: int = 4,
+        num_workers: int = 0,
+        on_device: bool = True,
     ) -> None:
         super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.image_size = check_positive_int("image_size", image_size)
+        self.num_classes, self.in_channels, self.image_size = self.checked_shape(
+            DataShape(num_classes, in_channels, image_size)
+        )
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.eval_batch_size = (
             self.batch_size if eval_batch_size is None else check_positive_int("eval_batch_size", eval_batch_size)
@@ -194,6 +233,16 @@ class InMemoryDataModule(L.LightningDataModule):
         self.splits: dict[str, Split] | None = None
         self.norm_mean: Tensor | None = None
         self.norm_std: Tensor | None = None
+
+    def checked_shape(self, given: DataShape) -> DataShape:
+        """Each shape key checked; a data set of fixed shape fills in its own and refuses another."""
+        values = {}
+        for key, value in given._asdict().items():
+            own = None if self.fixed_shape is None else getattr(self.fixed_shape, key)
+            values[key] = check_positive_int(key, own if value is None else value)
+            if own is not None:
+                check_fixed(key, values[key], own, self.dataset_name)
+        return DataShape(**values)
 
     # --- what a subclass provides
 
@@ -221,7 +270,8 @@ class InMemoryDataModule(L.LightningDataModule):
         train = self.require_split("train")
         # A full last batch only where there is one: tiny data sets must still give a batch.
         world_size = self.trainer.world_size if self.trainer is not None else 1
-        return self.loader(train, self.batch_size, shuffle=True, drop_last=len(train) >= self.batch_size * world_size)
+        drop_last = drop_short_last_batch(len(train), self.batch_size, world_size)
+        return self.loader(train, self.batch_size, shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader(self.require_split("val"), self.eval_batch_size, shuffle=False, drop_last=False)
@@ -296,3 +346,69 @@ class InMemoryDataModule(L.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=on_cpu and self.trainer_device().type == "cuda",
         )
+
+
+class TrainTestFilesDataModule(InMemoryDataModule):
+    """A data set shipped as files of a training and a test set under `root` (CIFAR, MNIST).
+
+    `download: true` fetches missing files in `prepare_data`; without it they must be there
+    (checked at construction). Validation: `val_size` images (count or fraction) held out of
+    the training set, stratified by `seed`; `val_size: 0` validates on the test set.
+    Subclasses name their torchvision loader, the files (`files()`, relative to root) and
+    read one set (`read(train)`).
+    """
+
+    torchvision_class: type  # the torchvision data set that reads (and downloads) the files
+
+    def __init__(self, root: str, download: bool = False, val_size: int | float = 5000, **shared: Any) -> None:
+        """`**shared`: the InMemoryDataModule arguments."""
+        super().__init__(**shared)
+        self.val_size = check_split_size("val_size", val_size)
+        self.root = check_data_root(root)
+        self.download = bool(download)
+        missing = [name for name in self.files() if not (self.root / name).is_file()]
+        if missing and not self.download:
+            raise ConfigError(
+                f"{self.dataset_name} not found: data.root={self.root} lacks {', '.join(missing)}. "
+                f"Set data.download=true to download it there, or point data.root at the folder that "
+                f"holds {self.folder()}/."
+            )
+
+    # --- what a subclass provides
+
+    def files(self) -> list[str]:
+        """The files the loader reads, relative to root."""
+        raise NotImplementedError
+
+    def folder(self) -> str:
+        """The folder under root that holds the files, as messages name it."""
+        raise NotImplementedError
+
+    def read(self, train: bool) -> Split:
+        """The training (train=True) or test set."""
+        raise NotImplementedError
+
+    def loader_class(self) -> type:
+        return self.torchvision_class
+
+    # --- Lightning hooks
+
+    def prepare_data(self) -> None:
+        if not self.download:
+            return
+        try:
+            self.loader_class()(str(self.root), train=True, download=True)
+        except Exception as error:  # network or disk: say where and what to do, once
+            raise ConfigError(
+                f"could not download {self.dataset_name} to data.root={self.root} ({error}); place the "
+                f"extracted {self.folder()}/ there by hand and set data.download=false."
+            ) from error
+
+    def load_splits(self) -> dict[str, Split]:
+        full_train, test = self.read(train=True), self.read(train=False)
+        val_count = split_count("val_size", self.val_size, len(full_train))
+        train_idx, val_idx = split_off(full_train.labels, val_count, self.seed)
+        splits = {"train": full_train.select(train_idx), "test": test}
+        if val_count:
+            splits["val"] = full_train.select(val_idx)
+        return splits

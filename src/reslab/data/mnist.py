@@ -11,19 +11,12 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from torchvision.datasets import MNIST, FashionMNIST
 
-from reslab.data.in_memory import (
-    InMemoryDataModule,
-    Split,
-    check_data_root,
-    check_fixed,
-    check_split_size,
-    split_count,
-    split_off,
-)
+from reslab.data.in_memory import DataShape, Split, TrainTestFilesDataModule
 from reslab.errors import ConfigError
 
 # The uncompressed IDX files torchvision's loader reads from <root>/<ClassName>/raw/.
@@ -33,74 +26,27 @@ IDX_FILES = {
 }
 
 
-class MNISTDataModule(InMemoryDataModule):
+class MNISTDataModule(TrainTestFilesDataModule):
     """MNIST: 55k train / 5k val / 10k test by default; per-channel normalisation.
 
     `augment: true` is a random crop after `crop_padding` px of padding (no flip: digits are
-    not mirror-symmetric).
+    not mirror-symmetric). Every argument is a shared one (TrainTestFilesDataModule,
+    InMemoryDataModule); only the crop padding's default differs.
     """
 
     dataset_name = "MNIST"
     torchvision_class = MNIST
+    fixed_shape = DataShape(num_classes=10, in_channels=1, image_size=28)
     default_augmentation = "crop"
 
-    def __init__(
-        self,
-        root: str,
-        download: bool = False,
-        num_classes: int = 10,
-        in_channels: int = 1,
-        image_size: int = 28,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        val_size: int | float = 5000,
-        seed: int = 0,
-        normalize: str = "per_channel",
-        augment: bool | str = False,
-        crop_padding: int = 2,
-        num_workers: int = 0,
-        on_device: bool = True,
-    ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            seed=seed,
-            normalize=normalize,
-            augment=augment,
-            crop_padding=crop_padding,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
-        check_fixed("num_classes", num_classes, 10, self.dataset_name)
-        check_fixed("in_channels", in_channels, 1, self.dataset_name)
-        check_fixed("image_size", image_size, 28, self.dataset_name)
-        self.val_size = check_split_size("val_size", val_size)
-        self.root = check_data_root(root)
-        self.download = bool(download)
-        raw = Path(self.torchvision_class.__name__, "raw")
-        missing = [
-            str(raw / name) for names in IDX_FILES.values() for name in names if not (self.root / raw / name).is_file()
-        ]
-        if missing and not self.download:
-            raise ConfigError(
-                f"{self.dataset_name} not found: data.root={self.root} lacks {', '.join(missing)}. "
-                f"Set data.download=true to download it there, or point data.root at the folder that "
-                f"holds {raw.parent}/."
-            )
+    def __init__(self, root: str, crop_padding: int = 2, **shared: Any) -> None:
+        super().__init__(root, crop_padding=crop_padding, **shared)
 
-    def prepare_data(self) -> None:
-        if not self.download:
-            return
-        try:
-            self.torchvision_class(str(self.root), train=True, download=True)
-        except Exception as error:  # network or disk: say where and what to do, once
-            raise ConfigError(
-                f"could not download {self.dataset_name} to data.root={self.root} ({error}); place the IDX "
-                f"files under {self.torchvision_class.__name__}/raw/ there by hand and set data.download=false."
-            ) from error
+    def files(self) -> list[str]:
+        return [str(Path(self.folder(), name)) for names in IDX_FILES.values() for name in names]
+
+    def folder(self) -> str:
+        return str(Path(self.torchvision_class.__name__, "raw"))
 
     def read(self, train: bool) -> Split:
         try:
@@ -111,15 +57,6 @@ class MNISTDataModule(InMemoryDataModule):
                 "set data.download=true to fetch clean files."
             ) from error
         return Split(dataset.data.unsqueeze(1).contiguous(), dataset.targets.long())
-
-    def load_splits(self) -> dict[str, Split]:
-        full_train, test = self.read(train=True), self.read(train=False)
-        val_count = split_count("val_size", self.val_size, len(full_train))
-        train_idx, val_idx = split_off(full_train.labels, val_count, self.seed)
-        splits = {"train": full_train.select(train_idx), "test": test}
-        if val_count:
-            splits["val"] = full_train.select(val_idx)
-        return splits
 
 
 class FashionMNISTDataModule(MNISTDataModule):

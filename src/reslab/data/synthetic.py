@@ -6,6 +6,8 @@ the same per-batch pipeline as CIFAR, so it exercises everything but the file re
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from reslab.data.in_memory import InMemoryDataModule, Split, check_non_negative_int, check_positive_int
@@ -33,28 +35,10 @@ class SyntheticDataModule(InMemoryDataModule):
         num_val: int = 1000,
         num_test: int = 1000,
         learnable: bool = True,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        seed: int = 0,
-        normalize: str = "per_channel",
-        augment: bool | str = False,
-        crop_padding: int = 4,
-        num_workers: int = 0,
-        on_device: bool = True,
+        **shared: Any,
     ) -> None:
-        super().__init__(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            image_size=image_size,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            seed=seed,
-            normalize=normalize,
-            augment=augment,
-            crop_padding=crop_padding,
-            num_workers=num_workers,
-            on_device=on_device,
-        )
+        """The shape defaults to CIFAR-10's; `**shared`: the other InMemoryDataModule arguments."""
+        super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **shared)
         self.sizes = {
             "train": check_positive_int("num_train", num_train),
             "val": check_non_negative_int("num_val", num_val),

@@ -1,6 +1,8 @@
-"""Finding a network's classifier head, for transfer surgery and backbone freezing.
+"""The head of ResLab's networks, and finding any network's classifier head.
 
-Convention: the head is the last nn.Linear the network registers (ResLab's `Network.fc`,
+`Head` is what a ResLab network computes after its last stage. `classifier_head` finds the
+layer that produces the logits in any network, for transfer surgery and backbone freezing.
+Convention: the classifier head is the last nn.Linear the network registers (ResLab's `Network.fc`,
 torchvision's `fc`, `classifier[-1]`, `heads.head`, `head`). torchvision's classification
 models all register their classifier last; SqueezeNet has no Linear and classifies with a
 1x1 conv, so for a network without any Linear the last Conv2d is the head. The search works
@@ -9,9 +11,35 @@ on any module that contains the network (e.g. a LightningModule holding it as an
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import nn
 
 from reslab.errors import ConfigError
+from reslab.models.layers import norm_layer
+
+
+class Head(nn.Sequential):
+    """final_bn and final_relu where the unit order calls for them, then avgpool, flatten, fc.
+
+    By unit order:
+
+    - post (the paper): pooling and fc only, since the last unit ends with its ReLU;
+    - linear_skip: final_relu, since the last unit hands over its pre-activation;
+    - pre (identity mappings): final_bn and final_relu, the BN-ReLU that the paper puts before
+      pooling, since pre-activation units end with a conv.
+    """
+
+    def __init__(self, *, in_channels: int, num_classes: int, norm: str, order: str) -> None:
+        layers = OrderedDict()
+        if order == "pre":
+            layers["final_bn"] = norm_layer(norm, in_channels)
+        if order != "post":
+            layers["final_relu"] = nn.ReLU(inplace=True)
+        layers["avgpool"] = nn.AdaptiveAvgPool2d((1, 1))
+        layers["flatten"] = nn.Flatten(1)
+        layers["fc"] = nn.Linear(in_channels, num_classes)
+        super().__init__(layers)
 
 
 def classifier_head_name(net: nn.Module) -> str:

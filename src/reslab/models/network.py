@@ -3,22 +3,24 @@
 `build_network(**cfg.model)` validates every knob, resolves the "auto" choices into a
 `NetworkSpec` (plain data, printable) and builds a `Network` from it. Plain and residual nets of
 the same depth differ only in `shortcut`, so plain-N and ResNet-N (option A) have identical
-parameters. Module names follow torchvision (conv1, bn1, relu, maxpool, layer1..layerK, fc);
-an ImageNet-style, option-B, post-activation net with default knobs loads torchvision's ResNet
-state dicts with strict=True and computes the same function.
+parameters. The stem and head are named parts (`Stem`, `Head`) whose layers keep torchvision's
+module names (conv1, bn1, relu, maxpool, layer1..layerK, avgpool, fc), so an ImageNet-style,
+option-B, post-activation net with default knobs loads torchvision's ResNet state dicts with
+strict=True and computes the same function.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from reslab.errors import ConfigError
 from reslab.models.blocks import Unit, make_unit
-from reslab.models.layers import NORMS, conv_has_bias, norm_layer
+from reslab.models.heads import Head
+from reslab.models.layers import NORMS
 from reslab.models.shortcuts import SHORTCUTS, parse_skip_weight
 from reslab.models.stages import (
     CIFAR_NUM_STAGES,
@@ -28,6 +30,7 @@ from reslab.models.stages import (
     imagenet_stages,
     split_into_units,
 )
+from reslab.models.stems import Stem
 
 STYLES = ("auto", "cifar", "imagenet")
 BLOCKS = ("auto", "basic", "bottleneck")
@@ -61,52 +64,35 @@ class NetworkSpec:
 
 
 class Network(nn.Module):
-    """Stem, stages `layer1..layerK` (nn.Sequential of units), pooling and the `fc` classifier."""
+    """A `Stem`, the stages `layer1..layerK` (nn.Sequential of units) and a `Head`, run in order.
+
+    The parts' layers are the network's own children, under torchvision's names (conv1, bn1,
+    relu, maxpool, layer1..layerK, avgpool, fc), so state-dict keys read `conv1.weight`, not
+    `stem.conv1.weight`, and torchvision's weights load. `stem()`, `stages()` and `head()` give
+    the parts back.
+    """
 
     def __init__(self, spec: NetworkSpec) -> None:
         super().__init__()
         self.spec = spec
-        imagenet = spec.style == "imagenet"
-        bias = conv_has_bias(spec.norm)
-        if imagenet:
-            self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=bias)
-        else:
-            self.conv1 = nn.Conv2d(spec.in_channels, spec.stem_width, 3, stride=1, padding=1, bias=bias)
-        # pre-activation units open with their own BN-ReLU, so the stem stops at the conv
-        self.bn1 = None if spec.order == "pre" else norm_layer(spec.norm, spec.stem_width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if imagenet else None
-
-        channels = spec.stem_width
-        self._stage_names = []
-        for k, (spans, width) in enumerate(zip(spec.unit_spans, spec.stage_widths, strict=True), start=1):
-            units = []
-            for j, span in enumerate(spans):
-                unit = make_unit(
-                    order=spec.order,
-                    block=spec.block,
-                    in_channels=channels,
-                    width=width,
-                    stride=2 if (k > 1 and j == 0) else 1,
-                    span=span,
-                    shortcut=spec.shortcut,
-                    norm=spec.norm,
-                    skip_weight=spec.skip_weight,
-                    stride_in_1x1=spec.stride_in_1x1,
-                )
-                units.append(unit)
-                channels = unit.out_channels
-            setattr(self, f"layer{k}", nn.Sequential(*units))
-            self._stage_names.append(f"layer{k}")
-
-        # pre-activation nets end with BN-ReLU (identity-mappings paper); with a Z-skip the last
-        # unit hands over its pre-activation, so the ReLU the stem skipped is applied here
-        self.final_bn = norm_layer(spec.norm, channels) if spec.order == "pre" else None
-        self._activate_stem = spec.order == "post"
-        self._activate_features = spec.order != "post"
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(channels, spec.num_classes)
         self.depth = spec.depth
+        # Built in forward order, which is also the order the layers draw their initial weights.
+        stem = Stem(
+            style=spec.style, in_channels=spec.in_channels, width=spec.stem_width, norm=spec.norm, order=spec.order
+        )
+        stages = make_stages(spec, in_channels=stem.out_channels)
+        head = Head(
+            in_channels=stages[-1][-1].out_channels, num_classes=spec.num_classes, norm=spec.norm, order=spec.order
+        )
+        stage_names = [f"layer{k}" for k in range(1, len(stages) + 1)]
+        layers = [*stem.named_children(), *zip(stage_names, stages, strict=True), *head.named_children()]
+        for name, layer in layers:
+            self.add_module(name, layer)
+        self._part_names = {
+            "stem": tuple(name for name, _ in stem.named_children()),
+            "stages": tuple(stage_names),
+            "head": tuple(name for name, _ in head.named_children()),
+        }
         self._init_weights(spec.zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
@@ -123,31 +109,56 @@ class Network(nn.Module):
             for unit in self.units():
                 unit.zero_init_residual()
 
+    def _layers(self, part: str) -> list[tuple[str, nn.Module]]:
+        """(name, layer) of the part "stem", "stages" or "head", in forward order."""
+        return [(name, getattr(self, name)) for name in self._part_names[part]]
+
+    def stem(self) -> nn.Sequential:
+        """The layers before the first stage (conv1, ...), as one module sharing them."""
+        return nn.Sequential(OrderedDict(self._layers("stem")))
+
     def stages(self) -> list[nn.Sequential]:
         """layer1..layerK."""
-        return [getattr(self, name) for name in self._stage_names]
+        return [stage for _, stage in self._layers("stages")]
+
+    def head(self) -> nn.Sequential:
+        """The layers after the last stage (..., avgpool, flatten, fc), as one module sharing them."""
+        return nn.Sequential(OrderedDict(self._layers("head")))
 
     def units(self) -> list[Unit]:
         """Every unit, stage by stage."""
         return [unit for stage in self.stages() for unit in stage]
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
-        if self.bn1 is not None:
-            x = self.bn1(x)
-        if self._activate_stem:
-            x = self.relu(x)
-        if self.maxpool is not None:
-            x = self.maxpool(x)
-        for name in self._stage_names:
-            x = getattr(self, name)(x)
-        if self.final_bn is not None:
-            x = self.final_bn(x)
-        if self._activate_features:
-            x = self.relu(x)
-        x = self.avgpool(x)
-        x = torch.flatten(x, 1)
-        return self.fc(x)
+        for part in ("stem", "stages", "head"):
+            for _, layer in self._layers(part):
+                x = layer(x)
+        return x
+
+
+def make_stages(spec: NetworkSpec, in_channels: int) -> list[nn.Sequential]:
+    """The stages' units; the first unit of every stage but the first halves the feature map."""
+    stages = []
+    channels = in_channels
+    for k, (spans, width) in enumerate(zip(spec.unit_spans, spec.stage_widths, strict=True), start=1):
+        units = []
+        for j, span in enumerate(spans):
+            unit = make_unit(
+                order=spec.order,
+                block=spec.block,
+                in_channels=channels,
+                width=width,
+                stride=2 if (k > 1 and j == 0) else 1,
+                span=span,
+                shortcut=spec.shortcut,
+                norm=spec.norm,
+                skip_weight=spec.skip_weight,
+                stride_in_1x1=spec.stride_in_1x1,
+            )
+            units.append(unit)
+            channels = unit.out_channels
+        stages.append(nn.Sequential(*units))
+    return stages
 
 
 def build_network(
