@@ -3,8 +3,9 @@ it holds besides Lightning's own state so that a resumed run carries on where th
 
 A job writes `checkpoints/last.ckpt` (conf/callbacks/checkpoint.yaml). Running the same job
 again (same job folder: a rerun, a SLURM requeue) resumes from it; `ckpt_path=FILE` resumes from
-FILE; `ckpt_path=none` starts fresh. Checkpoints are read with `weights_only=True`: tensors and
-plain containers only, no pickled code is executed.
+FILE; `ckpt_path=last` names the job's own last.ckpt; `ckpt_path=none` starts fresh. Checkpoints
+are read with `weights_only=True`: tensors and plain containers only, no pickled code is
+executed; one that holds Python objects is refused as such (reslab.safe_load).
 
 Resuming is exact (same final metrics as an uninterrupted run with the same seed, with
 trainer.deterministic=true) from checkpoints written at an epoch boundary: Lightning restores
@@ -16,11 +17,8 @@ the rest of that epoch sees a new data order: the data loaders do not record the
 
 from __future__ import annotations
 
-import csv
 import logging
-import pickle
 import random
-import re
 import signal
 import threading
 from pathlib import Path
@@ -32,29 +30,39 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from reslab.errors import ConfigError
+from reslab.errors import ConfigError, JobInterrupted
+from reslab.job import LAST_CHECKPOINT, METRICS_FILE, read_metrics_csv
+from reslab.safe_load import HoldsPythonObjects, NotATorchFile, load_tensors_only
 
 log = logging.getLogger(__name__)
-
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
-METRICS_FILE = "metrics.csv"
 
 
 # ----------------------------------------------------------------------------- which checkpoint
 
 
 def resume_path(ckpt_path: str | None, job_dir: Path) -> Path | None:
-    """An explicit `ckpt_path`, else the job's own last.ckpt when a rerun finds one; None: fresh."""
+    """An explicit `ckpt_path`, else the job's own last.ckpt when a rerun finds one; None: fresh.
+
+    `ckpt_path=last` (Lightning's word) is the job's own last.ckpt, as when no path is given.
+    """
     if ckpt_path == "none":
         return None
-    if ckpt_path:
-        path = Path(ckpt_path)
-        if not path.is_file():
-            raise ConfigError(f"ckpt_path={ckpt_path} does not exist; give a checkpoint file or ckpt_path=none")
-        return path
-    last = Path(job_dir) / LAST_CHECKPOINT
-    return last if last.is_file() else None
+    if not ckpt_path or ckpt_path == "last":
+        last = Path(job_dir) / LAST_CHECKPOINT
+        if last.is_file():
+            return last
+        if ckpt_path == "last":  # as Lightning does: a note, then a fresh start
+            log.info("ckpt_path=last: %s has no checkpoint yet; starting fresh", job_dir)
+        return None
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} does not exist; give a checkpoint file, ckpt_path=last "
+            "(the job's own last.ckpt) or ckpt_path=none"
+        )
+    return path
 
 
 def check_checkpoint(path: Path, module: torch.nn.Module) -> int:
@@ -64,18 +72,15 @@ def check_checkpoint(path: Path, module: torch.nn.Module) -> int:
     and the step is loaded twice.
     """
     try:
-        checkpoint = _load(path)
-    except pickle.UnpicklingError as error:
-        unsupported = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if unsupported:
-            raise ConfigError(
-                f"checkpoint {path} holds a Python object ({unsupported[1]}) that only running "
-                "pickled code could restore, and ResLab loads checkpoints without running pickled "
-                "code; resume from a checkpoint a ResLab job wrote, or start fresh with ckpt_path=none"
-            ) from None
-        raise _corrupt(path, "not a file torch.save wrote") from None
-    except Exception as error:  # noqa: BLE001 - truncated zip, unreadable file
-        raise _corrupt(path, f"{type(error).__name__}: {error}") from None
+        checkpoint = load_tensors_only(path)
+    except HoldsPythonObjects as found:
+        raise ConfigError(
+            f"checkpoint {path} holds Python objects ({found}), not only tensors, and ResLab reads "
+            "checkpoints without running pickled code, so it is refused; resume from a checkpoint a "
+            "ResLab job wrote, delete this one to start the job afresh, or start fresh with ckpt_path=none"
+        ) from None
+    except NotATorchFile as error:
+        raise _corrupt(path, str(error)) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ConfigError(
             f"checkpoint {path} is not a Lightning training checkpoint (no state_dict); "
@@ -83,13 +88,6 @@ def check_checkpoint(path: Path, module: torch.nn.Module) -> int:
         )
     _check_fits(path, checkpoint["state_dict"], module.state_dict())
     return int(checkpoint.get("global_step", 0))
-
-
-def _load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - mmap refuses files whose real fault the plain reader names
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _corrupt(path: Path, reason: str) -> ConfigError:
@@ -147,11 +145,7 @@ def keep_metrics_history(loggers: list[Logger], resume_step: int | None) -> None
 
 
 def _rows_before(path: Path, step: int) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as handle:
-        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
-    return [row for row in rows if "step" in row and row["step"] < step]
+    return [row for row in read_metrics_csv(path) if "step" in row and row["step"] < step]
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -226,15 +220,18 @@ def save_last_checkpoint(trainer: pl.Trainer) -> Path:
 
 
 class CheckpointOnSignal(pl.Callback):
-    """Write last.ckpt when the cluster announces the end of the job, then let the job end.
+    """Write last.ckpt at the step reached when the job is told to stop, then let it stop.
 
-    Under `hydra/launcher=slurm`, SLURM sends `signal` (submitit's SIGUSR2) `signal_delay_s`
-    before the time limit or on preemption, and submitit's handler requeues the job and exits
-    at once. This callback takes the signal first: the running step finishes, all ranks save
-    last.ckpt at the same step, Lightning logs that step's metrics, and then the signal goes on
-    to submitit's handler. The requeued job reruns in the same job folder and resumes from that
-    checkpoint. Where no handler is installed (no submitit) the callback installs none either:
-    the signal keeps its default meaning.
+    - The cluster's requeue signal (`signal_name`, submitit's SIGUSR2, sent `signal_delay_s`
+      before the time limit or on preemption): the running step finishes, all ranks save
+      last.ckpt at the same step, that step's metrics are flushed, and then the signal goes on to
+      submitit's handler, which requeues the job and exits. The requeued job reruns in the same
+      job folder and resumes from that checkpoint. Where no handler is installed (no submitit)
+      none is installed for it here either: the signal keeps its default meaning.
+    - SIGTERM (schedulers, `kill`) and SIGINT (Ctrl-C): the same checkpoint at the end of the
+      running step, then `JobInterrupted`, which the job wrapper records as `interrupted` and
+      turns into exit code 143 / 130. SIGTERM reaches this callback through Lightning's own
+      handler (`trainer.received_sigterm`); a second Ctrl-C stops at once.
     """
 
     def __init__(self, signal_name: str = "USR2") -> None:
@@ -242,28 +239,44 @@ class CheckpointOnSignal(pl.Callback):
         if not hasattr(signal, f"SIG{name}"):
             raise ConfigError(f"callbacks.checkpoint_on_signal.signal_name={signal_name!r} is no signal; use e.g. USR2")
         self.signum = getattr(signal, f"SIG{name}")
-        self._handler: Any = None  # the handler found installed (submitit's), restored after
-        self._received: tuple[int, Any] | None = None
-        self._saved: tuple[int, Any] | None = None
+        self._handlers: dict[int, Any] = {}  # handlers found installed, restored after training
+        self._received: int | None = None  # the requeue signal or SIGINT, noted by _note
+        self._requeue: tuple[int, Any] | None = None  # a requeue to hand on after the flush
+        self._saved_at_step: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        current = signal.getsignal(self.signum)
-        if callable(current) and threading.current_thread() is threading.main_thread():
-            self._handler = current
+        if threading.current_thread() is not threading.main_thread():
+            return
+        requeue_handler = signal.getsignal(self.signum)
+        if callable(requeue_handler):
+            self._handlers[self.signum] = requeue_handler
             signal.signal(self.signum, self._note)
+        self._handlers[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGINT, self._note)
 
     def _note(self, signum: int, frame: Any) -> None:
         # A handler interrupts the step anywhere; the checkpoint waits for the step's end.
-        self._received = (signum, frame)
+        if signum == signal.SIGINT and self._received == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        self._received = signum
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        # Every rank takes part, so that all save at the same step, whichever got the signal.
-        if not trainer.strategy.reduce_boolean_decision(self._received is not None, all=False):
+        signum = self._received or (signal.SIGTERM if trainer.received_sigterm else None)
+        if trainer.world_size > 1:
+            # Every rank takes part, so that all save at the same step, whichever got the signal.
+            if not trainer.strategy.reduce_boolean_decision(signum is not None, all=False):
+                return
+            signum = signum or signal.SIGTERM  # another rank's stop: the kind is not shared
+        elif signum is None:
             return
-        self._saved = self._received or (self.signum, None)
         self._received = None
-        path = save_last_checkpoint(trainer)
-        log.warning("%s: saved %s at step %d", signal.Signals(self.signum).name, path, trainer.global_step)
+        self._save(trainer, signum)
+        if signum == self.signum and signum in self._handlers:
+            self._requeue = (signum, None)
+            return  # handed on to submitit once the step's metrics are logged
+        for logger in trainer.loggers:
+            logger.save()
+        raise JobInterrupted(signum)
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
         self._hand_on(trainer)
@@ -273,22 +286,34 @@ class CheckpointOnSignal(pl.Callback):
         self._restore()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Lightning's own SIGTERM exit (raised between steps, on every rank at once under DDP,
+        # where rank 0's SIGTERM is broadcast before the next step): the state is whole, save it.
+        if isinstance(exception, SIGTERMException) and trainer.model is not None:
+            self._save(trainer, signal.SIGTERM)
         self._restore()
+
+    def _save(self, trainer: pl.Trainer, signum: int) -> None:
+        if self._saved_at_step == trainer.global_step:
+            return
+        path = save_last_checkpoint(trainer)
+        self._saved_at_step = trainer.global_step
+        log.warning("%s: saved %s at step %d", signal.Signals(signum).name, path, trainer.global_step)
 
     def _hand_on(self, trainer: pl.Trainer) -> None:
         """After the saved step's metrics are logged: flush them, then run the handler found."""
-        if self._saved is None:
+        if self._requeue is None:
             return
-        signum, frame = self._saved
-        self._saved = None
+        signum, frame = self._requeue
+        self._requeue = None
         for logger in trainer.loggers:
             logger.save()
-        handler = self._handler
+        handler = self._handlers.get(signum)
         self._restore()
         if callable(handler):
             handler(signum, frame)  # submitit: requeue, then exit (on rank 0)
 
     def _restore(self) -> None:
-        if self._handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(self.signum, self._handler)
-        self._handler = None
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._handlers.items():
+                signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._handlers = {}

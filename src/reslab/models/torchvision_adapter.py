@@ -21,6 +21,7 @@ from torch import nn
 
 from reslab.errors import ConfigError
 from reslab.models.heads import classifier_head_name, replace_submodule
+from reslab.safe_load import HoldsPythonObjects, NotATorchFile, load_tensors_only
 
 # Models whose positional embeddings fix the input size; the builder keyword that sets it.
 _SIZE_KEYWORD = {"vit_": "image_size", "maxvit_": "input_size"}
@@ -50,6 +51,9 @@ def build_torchvision_model(
         chosen = _weights_member(weights, weights_enum)
         _check_input_size(name, weights_enum, input_size, pretrained=chosen)
         _require_cached(name, chosen)
+        # torchvision's builders read the cached file with torch.hub's weights_only=False: a file
+        # that holds more than tensors is refused before they see it.
+        _read_weights_file(cache_path(chosen), f"model.weights={weights!r}")
         model = torchvision.models.get_model(name, weights=chosen)
         _drop_aux_heads(model)
     else:
@@ -183,6 +187,23 @@ def _require_cached(name: str, weights: torchvision.models.WeightsEnum) -> None:
         )
 
 
+def _read_weights_file(path: Path, what: str) -> object:
+    """The tensors in the torch file `path`, read without running code stored in it."""
+    try:
+        return load_tensors_only(path)
+    except HoldsPythonObjects as found:
+        raise ConfigError(
+            f"{what}: {path} holds Python objects ({found}), not only tensors, and ResLab reads weights "
+            "without running pickled code, so it is refused; save the weights as a "
+            "plain state dict: torch.save(model.state_dict(), path)"
+        ) from None
+    except NotATorchFile as error:
+        raise ConfigError(
+            f"{what}: {path} cannot be read, it is corrupt or no torch file ({error}); "
+            "save the weights with torch.save(model.state_dict(), path)"
+        ) from None
+
+
 def _load_local_state_dict(model: nn.Module, name: str, weights: str) -> None:
     path = Path(weights).expanduser()
     if not path.is_file():
@@ -190,10 +211,7 @@ def _load_local_state_dict(model: nn.Module, name: str, weights: str) -> None:
             f"model.weights={weights!r}: no such file; give the path of a saved state dict "
             "(torch.save(model.state_dict(), path))"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable or unsafe file is a config problem for the user
-        raise ConfigError(f"model.weights={weights!r} could not be read as a state dict ({err})") from err
+    state = _read_weights_file(path, f"model.weights={weights!r}")
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping):
