@@ -214,7 +214,9 @@ class SweepOwner(Callback):
         problems = []
         for overrides in jobs:
             try:
-                check_job(compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True))
+                job_config = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+                # The launcher is the sweep's: a job's composed config has only its task overrides.
+                check_job(job_config, launcher=config.hydra.launcher)
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
         if problems:
