@@ -45,7 +45,7 @@ FINAL_TRAIN_WINDOW = 0.1
 
 # Top-level config keys that change how a job runs or reports, not what it computes: a rerun
 # that differs only in these finds its completed job unchanged and skips it.
-NOT_COMPUTED_KEYS = ("on_error", "logger", "ckpt_path")
+NOT_COMPUTED_KEYS = ("on_error", "logger", "ckpt_path", "speed")
 
 # Override keys that say where or how a job runs, not what it computes: kept out of job names.
 _HOW_KEYS = ("hydra", "trainer", "callbacks", "logger", "paths", "experiment", "experiment_name", "debug")
