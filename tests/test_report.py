@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -15,10 +17,11 @@ import pytest
 import yaml
 
 from conftest import FAST, cli_env
-from reslab.report.collect import Job, expand_grid, load_sweep
+from reslab.report.collect import Job, load_sweep
+from reslab.sweep import expand_grid
 from reslab.report.layouts import DEGRADATION_NOISE, LAYOUTS, degradation_verdict, layout_for
 from reslab.report.tables import group_by_grid_point
-from reslab.results import read_metrics_csv
+from reslab.job import read_metrics_csv
 from omegaconf import OmegaConf
 
 
@@ -27,12 +30,15 @@ def only_sweep(root: Path) -> Path:
     return sweep
 
 
-def table_row(out: str, grid_point: str) -> list[str]:
-    """The cells of the generic table's row whose last cell is `grid_point`."""
+def table_row(out: str, grid_point: str) -> dict[str, str]:
+    """The cells, by column, of the generic table's row whose last cell is `grid_point`."""
+    header: list[str] = []
     for line in out.splitlines():
         cells = [c.strip() for c in line.split("|")[1:-1]]
-        if line.startswith("| ") and cells and cells[-1] == grid_point:
-            return cells
+        if line.startswith("| model |"):
+            header = cells
+        elif line.startswith("| ") and cells and cells[-1] == grid_point:
+            return dict(zip(header, cells))
     raise AssertionError(f"no row for {grid_point!r} in\n{out}")
 
 
@@ -44,15 +50,17 @@ def test_layouts_are_found_by_experiment_name():
 
 def test_partly_failed_sweep_with_two_seeds_per_point(train, report, tmp_path):
     # Launch order: depth 8 x seeds x lrs (lr 1e30 diverges), then depth 9, which is no valid
-    # depth: that job fails and stops the sweep, so the other three depth-9 jobs never start.
-    # (The sweep preflight would refuse the whole sweep up front; it is switched off here to
-    # get a sweep that stopped half-way.)
-    proc = train(
+    # depth: those jobs fail. (The sweep's pre-check would refuse the whole sweep up front; it is
+    # switched off here.) Three depth-9 job folders are then removed: grid points never started.
+    train(
         "-m", "model.depth=8,9", "seed=0,1", "optimizer.lr=0.05,1e30", "experiment_name=partial",
-        "~hydra.callbacks.preflight", check=False,
+        "~hydra.callbacks.sweep_owner",
     )
-    assert proc.returncode == 2, proc.stderr[-2000:]
     sweep = only_sweep(tmp_path)
+    for job_dir in [p.parent for p in sweep.rglob(".hydra")]:
+        overrides = set(yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()))
+        if "model.depth=9" in overrides and not {"seed=0", "optimizer.lr=0.05"} <= overrides:
+            shutil.rmtree(job_dir)
 
     # The grid comes back from multirun.yaml in Hydra's own launch order (hydra.job.num).
     multirun = OmegaConf.load(sweep / "multirun.yaml")
@@ -70,10 +78,10 @@ def test_partly_failed_sweep_with_two_seeds_per_point(train, report, tmp_path):
     errors = [100 * json.loads((sweep / job.format(s) / "results.json").read_text())["metrics"]["test/err"] for s in (0, 1)]
     row = table_row(out, "model.depth=8 optimizer.lr=0.05")
     mean, std = sum(errors) / 2, abs(errors[0] - errors[1]) / 2**0.5
-    assert row[8] == f"{mean:.2f} ± {std:.2f}" and row[9] == "2/2"
-    assert table_row(out, "model.depth=8 optimizer.lr=1e+30")[9] == "0/2"
+    assert row["test err %"] == f"{mean:.2f} ± {std:.2f}" and row["n"] == "2/2"
+    assert table_row(out, "model.depth=8 optimizer.lr=1e+30")["n"] == "0/2"
     # the depth-9 point: one failed job, one never started, both counted
-    assert table_row(out, "model.depth=9 optimizer.lr=0.05")[9] == "0/2"
+    assert table_row(out, "model.depth=9 optimizer.lr=0.05")["n"] == "0/2"
     problems = out.split("## Jobs that did not complete")[1]
     assert problems.count(": diverged (training loss is nan") == 2
     assert ": failed (configuration error: model.depth=9" in problems
@@ -105,7 +113,7 @@ def test_report_of_a_sweep_that_is_still_running(report, tmp_path):
         os.killpg(sweep_process.pid, signal.SIGKILL)
         sweep_process.wait()
     assert "3 jobs: 1 completed, 1 not started, 1 running" in out
-    assert ": running (no results.json yet" in out
+    assert ": running (" in out and ": still running" in out
     assert "- `trainer.max_steps=5`" in out.split("## Grid points not started")[1]
 
 
@@ -115,21 +123,50 @@ def final_train_error(metrics_csv: Path) -> float:
     return 100 * sum(values[-window:]) / window
 
 
-def test_digits_degradation_report_gives_the_verdict(train, report, tmp_path):
+def seeded_jobs(sweep: Path) -> dict[tuple[str, int], list[Path]]:
+    """The sweep's job folders by (model, depth), one per seed, in seed order."""
+    jobs: dict[tuple[str, int], list[tuple[int, Path]]] = {}
+    for hydra_dir in sweep.rglob(".hydra"):
+        overrides = dict(o.split("=", 1) for o in yaml.safe_load((hydra_dir / "overrides.yaml").read_text()))
+        key = (overrides["model"], int(overrides["model.depth"]))
+        jobs.setdefault(key, []).append((int(overrides["seed"]), hydra_dir.parent))
+    return {key: [path for _, path in sorted(seeds)] for key, seeds in jobs.items()}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def test_digits_degradation_runs_three_seeds_and_its_verdict_uses_their_spread(train, report, tmp_path):
     train("-m", "experiment=digits_degradation", "model.depth=8,14")
     sweep = only_sweep(tmp_path)
+    jobs = seeded_jobs(sweep)
+    assert sorted(jobs) == [("plain", 8), ("plain", 14), ("resnet", 8), ("resnet", 14)]
+    assert all(len(seeds) == 3 for seeds in jobs.values())
     out = report(str(sweep)).stdout
-    job = "data.batch_size=32,model.depth={},model={},trainer.max_steps=6"
-    gaps = {
-        family: final_train_error(sweep / job.format(14, family) / "metrics.csv")
-        - final_train_error(sweep / job.format(8, family) / "metrics.csv")
-        for family in ("plain", "resnet")
-    }
+
+    # Each grid point's row: mean ± std over its 3 seeds, n = 3/3.
+    for (family, depth), seeds in jobs.items():
+        row = table_row(out, f"model.depth={depth} model={family}")
+        test_errors = [100 * json.loads((job / "results.json").read_text())["metrics"]["test/err"] for job in seeds]
+        mean, std = mean_std(test_errors)
+        assert row["test err %"] == f"{mean:.2f} ± {std:.2f}" and row["n"] == "3/3", row
+
+    # The verdict: deepest minus shallowest, against the seeds' spread.
+    train_errors = {key: [final_train_error(job / "metrics.csv") for job in seeds] for key, seeds in jobs.items()}
     verdict = out.split("## Degradation")[1].split("\n\n")[1]
-    assert f"plain-14 vs plain-8 {gaps['plain']:+.2f} points" in verdict
-    assert f"ResNet-14 vs ResNet-8 {gaps['resnet']:+.2f} points" in verdict
-    shows = gaps["plain"] > DEGRADATION_NOISE and gaps["resnet"] < gaps["plain"]
-    assert verdict.startswith("The degradation problem shows" if shows else "The degradation problem does not show")
+    counts = {}
+    for family, name in (("plain", "plain"), ("resnet", "ResNet")):
+        (shallow, shallow_std), (deep, deep_std) = mean_std(train_errors[family, 8]), mean_std(train_errors[family, 14])
+        gap, spread = deep - shallow, shallow_std + deep_std
+        assert f"{name}-14 vs {name}-8 {gap:+.2f} points (spread {spread:.2f}, n=3 and 3)" in verdict
+        counts[family] = (gap > max(DEGRADATION_NOISE, spread), gap)
+    if counts["plain"][0] and not counts["resnet"][0]:
+        assert verdict.startswith("The degradation problem shows: ")
+    elif counts["plain"][0] and counts["resnet"][1] < counts["plain"][1]:
+        assert verdict.startswith("The degradation problem shows, less clearly")
+    else:
+        assert verdict.startswith("The degradation problem does not show")
     assert (sweep / "training_curves.png").is_file()
 
 
@@ -143,15 +180,15 @@ def test_wandb_flag_logs_the_report_offline(train, report, tmp_path):
     assert run_dir.is_dir() and sweep in run_dir.parents
 
 
-def finished_job(family: str, depth: int, final_train_err: float) -> Job:
+def finished_job(family: str, depth: int, final_train_err: float, seed: int = 0) -> Job:
     """A completed job whose metrics.csv history ends at `final_train_err`."""
     shortcut = "none" if family == "plain" else "A"
     history = [{"step": float(s), "train/err": final_train_err} for s in range(10)]
     return Job(
-        path=Path(f"model={family},model.depth={depth}"),
-        overrides=[f"model={family}", f"model.depth={depth}"],
+        path=Path(f"model={family},model.depth={depth},seed={seed}"),
+        overrides=[f"model={family}", f"model.depth={depth}", f"seed={seed}"],
         choices={"model": family},
-        config={"model": {"_target_": "reslab.models.build_network", "depth": depth, "shortcut": shortcut}},
+        config={"model": {"_target_": "reslab.models.build_network", "depth": depth, "shortcut": shortcut}, "seed": seed},
         results={"status": "completed", "metrics": {}},
         history=history,
     )
@@ -172,3 +209,38 @@ def test_degradation_verdict_rule(plain, resnet, expected):
     assert f"plain-56 vs plain-8 {100 * (plain[1] - plain[0]):+.2f} points" in verdict
     # one family with a single depth: no verdict
     assert degradation_verdict(group_by_grid_point(jobs[:3])) is None
+
+
+@pytest.mark.parametrize(
+    "plain_deep, expected",
+    [
+        # plain-56 ends 3 points worse than plain-8 on average: more than the noise floor, but
+        # within the seeds' spread when the seeds disagree by 4 points each way.
+        ((0.04, 0.08, 0.12), "The degradation problem does not show"),
+        ((0.079, 0.08, 0.081), "The degradation problem shows: "),
+    ],
+)
+def test_degradation_verdict_weighs_the_gap_against_the_seeds_spread(plain_deep, expected):
+    errors = {("plain", 8): (0.049, 0.05, 0.051), ("plain", 56): plain_deep, ("resnet", 8): (0.05,) * 3, ("resnet", 56): (0.05,) * 3}
+    jobs = [finished_job(f, d, e, seed) for (f, d), values in errors.items() for seed, e in enumerate(values)]
+    points = group_by_grid_point(jobs)
+    assert [point.count for point in points] == ["3/3"] * 4
+    verdict = degradation_verdict(points)
+    assert verdict.startswith(expected), verdict
+    spread = 100 * (statistics.stdev(plain_deep) + statistics.stdev(errors["plain", 8]))
+    assert f"plain-56 vs plain-8 +3.00 points (spread {spread:.2f}, n=3 and 3)" in verdict
+
+
+def test_seeds_of_a_network_are_drawn_as_mean_and_band(tmp_path):
+    from reslab.report.figures import degradation_figure, mean_curve
+
+    steps, mean, std = mean_curve([([0, 1, 2], [0.2, 0.4, 0.6]), ([0, 1, 2, 3], [0.4, 0.6, 0.8, 0.9])])
+    assert steps == [0, 1, 2] and mean == pytest.approx([0.3, 0.5, 0.7]) and std == pytest.approx([2**0.5 / 10] * 3)
+    jobs = [finished_job("plain", 8, e, seed) for seed, e in enumerate((0.1, 0.2, 0.3))]
+    figure = degradation_figure(jobs, tmp_path / "curves.png")
+    assert figure is not None and figure.stat().st_size > 10_000
+
+
+def test_a_sampled_sweep_gets_the_search_layout_whatever_its_experiment():
+    assert layout_for("cifar_table6", sampled=True) is layout_for(None, sampled=True)
+    assert layout_for("cifar_table6", sampled=True).name == "search"

@@ -24,12 +24,13 @@ from reslab.console import quiet_console
 def main() -> None:
     """`reslab-train`. A DDP rank that Lightning started again runs its job, as rank 0 saved it."""
     sys.argv = distributed.relaunched_rank_argv(sys.argv) or sys.argv
-    quiet_console()
     train_job()
 
 
 @hydra.main(version_base="1.3", config_path="pkg://reslab.conf", config_name="train")
 def train_job(cfg: DictConfig) -> float | None:
+    # Here, not in main(): this runs in every process that runs a job (a launcher's workers too).
+    quiet_console()
     from reslab.errors import ConfigError
     from reslab.preflight import TASKS, check_choice
     from reslab.tasks import task_function

@@ -44,7 +44,7 @@ def build_report(sweep_dir: Path) -> Report:
     if not sweep.jobs and not sweep.missing:
         raise SystemExit(f"reslab-report: no job folders (with .hydra/) under {sweep_dir}")
     points = group_by_grid_point(sweep.jobs, sweep.missing)
-    layout = layout_for(sweep.experiment)
+    layout = layout_for(sweep.experiment, sampled=sweep.sampled)
     generic = Section("All grid points", summary_rows(points), GENERIC_LEGEND)
     sections = layout.tables(points) if layout else []
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reslab import job as job_files
 from reslab.job import METRICS_FILE, MULTIRUN_FILE, RUNNING, UnreadableJobFile, model_family
-from reslab.sweep import expand_grid, is_grid_sweep
+from reslab.sweep import BASIC_SWEEPER, expand_grid, is_grid_sweep
 
 log = logging.getLogger("reslab")
 
@@ -42,6 +42,10 @@ class Job:
     history: list[dict[str, float]] = field(default_factory=list)
     # Why the job's files could not be read (then results and history are empty).
     unreadable: str | None = None
+    # Hydra's job number in its sweep (hydra.job.num): a sampling sweeper's trial number.
+    num: int | None = None
+    # The sweeper that launched it (hydra.sweeper._target_).
+    sweeper: str | None = None
 
     @property
     def name(self) -> str:
@@ -127,6 +131,8 @@ class Sweep:
     grid: list[list[str]]
     missing: list[list[str]]
     experiment: str | None
+    # Jobs drawn by a sampling sweeper (e.g. Optuna): trials, not grid points.
+    sampled: bool = False
 
     @property
     def statuses(self) -> dict[str, int]:
@@ -156,6 +162,8 @@ def read_job(job_dir: Path) -> Job:
         choices=hydra_yaml.get("hydra", {}).get("runtime", {}).get("choices", {}),
         config=config,
         results=None,
+        num=hydra_yaml.get("hydra", {}).get("job", {}).get("num"),
+        sweeper=(hydra_yaml.get("hydra", {}).get("sweeper") or {}).get("_target_"),
     )
     try:
         job.results = job_files.read_results(job_dir)
@@ -178,7 +186,10 @@ def load_sweep(sweep_dir: Path) -> Sweep:
             log.warning("cannot expand the grid of %s (%s): grid points never started are not listed", sweep_dir, error)
     started = {frozenset(job.overrides) for job in jobs}
     missing = [point for point in grid if frozenset(point) not in started]
-    return Sweep(sweep_dir, jobs, grid, missing, experiment_name(sweep_dir, jobs, multirun))
+    # Hydra's basic sweeper writes multirun.yaml, sampling sweepers do not; each job names its sweeper.
+    sweepers = {job.sweeper for job in jobs if job.sweeper}
+    sampled = not is_grid_sweep(multirun) if multirun is not None else bool(sweepers - {BASIC_SWEEPER})
+    return Sweep(sweep_dir, jobs, grid, missing, experiment_name(sweep_dir, jobs, multirun), sampled)
 
 
 def experiment_name(sweep_dir: Path, jobs: list[Job], multirun: DictConfig | None = None) -> str | None:

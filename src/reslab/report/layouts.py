@@ -1,7 +1,9 @@
 """Paper-shaped reports of the experiments ResLab reproduces: for each, tables with the paper's
 rows and columns, our value beside the paper's (and a public reproduction's) and the
 difference, and the paper's figure. `layout_for(name)` finds the layout of an experiment
-(`X_smoke` shares X's); sweeps of other experiments get the generic table and figure.
+(`X_smoke` shares X's); sweeps of other experiments get the generic table and figure, and a
+sampled sweep (Optuna) its trials best first with the objective against trial number and
+against each hyperparameter.
 
 Values are errors in %; "Δ" is ours minus the paper's, in points. A cell without a completed
 run says why: the states of its jobs (running, failed, ...), or "—" when no job of the sweep
@@ -16,8 +18,15 @@ from pathlib import Path
 
 from reslab.report import paper
 from reslab.report.collect import Job
-from reslab.report.figures import curves_figure, degradation_figure, figure4, figure6
-from reslab.report.tables import GridPoint, Stat
+from reslab.report.figures import (
+    curves_figure,
+    degradation_figure,
+    figure4,
+    figure6,
+    objective_by_hyperparameter,
+    objective_by_trial,
+)
+from reslab.report.tables import GridPoint, Stat, by_objective, objective, override_values, searched_keys, trial_rows
 
 SMOKE_SUFFIX = "_smoke"
 # A change in final training error smaller than this (percentage points) counts as none: the
@@ -50,8 +59,11 @@ class Layout:
     figures: tuple[FigureSpec, ...]
 
 
-def layout_for(experiment: str | None) -> Layout | None:
-    """The paper layout of `experiment` (its smoke variant's too), or None."""
+def layout_for(experiment: str | None, sampled: bool = False) -> Layout | None:
+    """The search layout for a sampled sweep (its jobs are trials, whatever the experiment);
+    else the paper layout of `experiment` (its smoke variant's too), or None."""
+    if sampled:
+        return SEARCH_LAYOUT
     if not experiment:
         return None
     name = experiment[: -len(SMOKE_SUFFIX)] if experiment.endswith(SMOKE_SUFFIX) else experiment
@@ -352,37 +364,108 @@ def mnist_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None
 # ----------------------------------------------------------------------------- degradation verdict
 
 
+@dataclass(frozen=True)
+class DepthGap:
+    """Final training error of a family's deepest minus its shallowest net, over their seeds."""
+
+    shallow: int
+    deep: int
+    gap: float  # points: mean of the deep net's seeds minus mean of the shallow net's
+    spread: float  # points: the two nets' std over seeds added (0 with one seed each)
+    seeds: tuple[int, int]  # (shallow, deep) completed seeds
+
+    @property
+    def threshold(self) -> float:
+        """A gap counts when it is larger than the seeds' spread (the nets' mean ± std bars do
+        not overlap) and than the per-batch noise of a single run's final error."""
+        return max(DEGRADATION_NOISE, self.spread)
+
+    @property
+    def counts(self) -> bool:
+        return self.gap > self.threshold
+
+    def describe(self, name: str) -> str:
+        seeds = f"n={self.seeds[1]} and {self.seeds[0]}"
+        spread = f"spread {self.spread:.2f}, " if self.spread else ""
+        return f"{name}-{self.deep} vs {name}-{self.shallow} {self.gap:+.2f} points ({spread}{seeds})"
+
+
+def depth_gap(points: Sequence[GridPoint], family: str) -> DepthGap | None:
+    """The family's DepthGap; None unless it has completed runs at 2+ depths."""
+    by_depth: dict[int, list[float]] = {}
+    for point in points:
+        if point.first.family == family and point.first.depth is not None:
+            by_depth.setdefault(point.first.depth, []).extend(point.stat(Job.final_train_error).values)
+    by_depth = {d: v for d, v in by_depth.items() if v}
+    if len(by_depth) < 2:
+        return None
+    low, high = Stat(by_depth[min(by_depth)]), Stat(by_depth[max(by_depth)])
+    return DepthGap(
+        shallow=min(by_depth),
+        deep=max(by_depth),
+        gap=100 * (high.mean - low.mean),
+        spread=100 * ((low.std or 0.0) + (high.std or 0.0)),
+        seeds=(low.n, high.n),
+    )
+
+
 def degradation_verdict(points: Sequence[GridPoint]) -> str | None:
     """One sentence: does the deepest plain net end with a higher training error than the
-    shallowest (by more than DEGRADATION_NOISE points), while the deepest ResNet does not?
-    None unless both families have 2+ depths."""
-    gaps = {}
-    for family in ("plain", "resnet"):
-        by_depth: dict[int, list[float]] = {}
-        for point in points:
-            if point.first.family == family and point.first.depth is not None:
-                by_depth.setdefault(point.first.depth, []).extend(point.stat(Job.final_train_error).values)
-        by_depth = {d: v for d, v in by_depth.items() if v}
-        if len(by_depth) < 2:
-            return None
-        shallow, deep = min(by_depth), max(by_depth)
-        gaps[family] = (shallow, deep, 100 * (Stat(by_depth[deep]).mean - Stat(by_depth[shallow]).mean))
-    (p_low, p_high, plain_gap), (r_low, r_high, resnet_gap) = gaps["plain"], gaps["resnet"]
+    shallowest, by more than the seeds' spread (and DEGRADATION_NOISE points), while the
+    deepest ResNet does not? None unless both families have 2+ depths."""
+    plain, resnet = depth_gap(points, "plain"), depth_gap(points, "resnet")
+    if plain is None or resnet is None:
+        return None
     facts = (
-        f"final training error, deepest minus shallowest: plain-{p_high} vs plain-{p_low} "
-        f"{plain_gap:+.2f} points, ResNet-{r_high} vs ResNet-{r_low} {resnet_gap:+.2f} points"
+        "final training error, deepest minus shallowest, mean over seeds: "
+        f"{plain.describe('plain')}, {resnet.describe('ResNet')}; a gap counts when larger than "
+        f"the spread (the two nets' std over seeds added) and than {DEGRADATION_NOISE:.2f} point"
     )
-    if plain_gap > DEGRADATION_NOISE and resnet_gap <= DEGRADATION_NOISE:
+    if plain.counts and not resnet.counts:
         return (
             "The degradation problem shows: the deeper plain net trains worse and the deeper ResNet "
             f"does not ({facts})."
         )
-    if plain_gap > DEGRADATION_NOISE and resnet_gap < plain_gap:
+    if plain.counts and resnet.gap < plain.gap:
         return (
             "The degradation problem shows, less clearly: the deeper plain net trains worse, the "
             f"deeper ResNet by less ({facts})."
         )
     return f"The degradation problem does not show in this sweep ({facts})."
+
+
+# ----------------------------------------------------------------------------- sampled sweeps
+
+
+def search_tables(points: list[GridPoint]) -> list[Section]:
+    """The trials of a sampled sweep, best first, and the best trial's overrides."""
+    trials = [job for point in points for job in point.jobs]
+    keys = searched_keys(trials)
+    scored = [job for job in trials if objective(job) is not None]
+    notes = [
+        f"{len(trials)} trials, {len(scored)} with an objective. Objective: a trial's lowest `val/err` "
+        "over its run (the job's return value, which the sampler minimises); errors in %."
+    ]
+    if scored:
+        best = by_objective(scored)[0]
+        values = override_values(best)
+        drawn = " ".join(f"{key}={values[key]}" for key in keys if key in values)
+        notes += [
+            f"**best**: trial {best.num}, best val err {100 * objective(best):.2f}: `{drawn or ' '.join(best.overrides)}`",
+            f"Run it alone: `reslab-train {' '.join(best.overrides)}`",
+        ]
+    return [Section("Search: trials by objective, best first", trial_rows(trials), notes)]
+
+
+SEARCH_LAYOUT = Layout(
+    "search",
+    "a sampled search (each job one trial of the sweeper)",
+    search_tables,
+    (
+        FigureSpec("search_trials.png", "objective (best val err) against trial number", objective_by_trial),
+        FigureSpec("search_hyperparameters.png", "objective against each hyperparameter", objective_by_hyperparameter),
+    ),
+)
 
 
 # ----------------------------------------------------------------------------- registry

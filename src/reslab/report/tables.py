@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
+
+import yaml
 
 from reslab.report.collect import Job, seed_free
 
@@ -99,7 +101,7 @@ def group_by_grid_point(jobs: Iterable[Job], missing: Iterable[list[str]] = ()) 
 
 
 COLUMNS = (
-    "model", "depth", "shortcut", "params", "MACs", "train err %", "val err %",
+    "model", "depth", "shortcut", "params", "MACs", "images/s", "train err %", "val err %",
     "best val err %", "test err %", "n", "grid point",
 )
 
@@ -119,6 +121,7 @@ def summary_rows(points: list[GridPoint]) -> list[dict[str, str]]:
                 "shortcut": str(job.model.get("shortcut", "—")),
                 "params": f"{params:,}" if params else "—",
                 "MACs": _si(flops) if flops else "—",
+                "images/s": _si(rate) if (rate := point.stat(images_per_s).median) else "—",
                 "train err %": point.stat(Job.final_train_error).percent(),
                 "val err %": point.stat(lambda j: j.metric("val/err")).percent(),
                 "best val err %": point.stat(lambda j: j.best("val/err")).percent(),
@@ -147,6 +150,7 @@ def csv_rows(jobs: Iterable[Job]) -> list[dict[str, object]]:
                 "flops": results.get("flops"),
                 "steps": results.get("steps"),
                 "wall_time_s": results.get("wall_time_s"),
+                "images_per_s": images_per_s(job),
                 "final_train_err": job.final_train_error(),
                 "val_err": job.metric("val/err"),
                 "best_val_err": job.best("val/err"),
@@ -154,6 +158,86 @@ def csv_rows(jobs: Iterable[Job]) -> list[dict[str, object]]:
                 "error": results.get("error"),
             }
         )
+    return rows
+
+
+def images_per_s(job: Job) -> float | None:
+    """Measured training throughput (results.json `throughput`, reslab.callbacks.throughput)."""
+    return ((job.results or {}).get("throughput") or {}).get("images_per_s")
+
+
+# ----------------------------------------------------------------------------- sampled sweeps
+
+# A sampling sweeper's objective: each job's return value, its best validation error (lower is
+# better; reslab.tasks.wrapper).
+OBJECTIVE = "val/err"
+
+
+def objective(job: Job) -> float | None:
+    """A completed trial's objective: its lowest `val/err`; None for any other trial."""
+    return job.best(OBJECTIVE) if job.status == "completed" else None
+
+
+def override_values(job: Job) -> dict[str, str]:
+    """The job's overrides as {key: value} (`optimizer.lr=0.01` -> {"optimizer.lr": "0.01"})."""
+    pairs = (override.lstrip("+~").partition("=") for override in job.overrides)
+    return {key: value for key, assigned, value in pairs if assigned}
+
+
+# What Hydra's Optuna sweeper writes into the sweep folder when the sweep ends.
+OPTUNA_SUMMARY = "optimization_results.yaml"
+
+
+def searched_keys(jobs: Sequence[Job]) -> list[str]:
+    """The hyperparameters a sampler drew: those of the sweeper's summary (the parameters of its
+    best trial) and every override key whose value differs between trials, in the trials' order."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for key, value in override_values(job).items():
+            values.setdefault(key, set()).add(value)
+    declared = set()
+    for summary in {job.path.parent / OPTUNA_SUMMARY for job in jobs}:
+        if summary.is_file():
+            declared |= set((yaml.safe_load(summary.read_text()) or {}).get("best_params") or {})
+    varies = {key for key, seen in values.items() if len(seen) > 1 or any(key not in override_values(j) for j in jobs)}
+    return [key for key in values if key in declared | varies]
+
+
+def as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def by_objective(jobs: Iterable[Job]) -> list[Job]:
+    """Trials best first; trials without an objective (failed, diverged, running) last, by number."""
+    return sorted(jobs, key=lambda j: (objective(j) is None, objective(j) or 0.0, j.num if j.num is not None else 1e9))
+
+
+def percent(value: float | None) -> str:
+    return Stat([] if value is None else [value]).percent()
+
+
+def trial_rows(jobs: Sequence[Job]) -> list[dict[str, str]]:
+    """One row per trial, best first: rank (`best` for the first), trial number, each searched
+    hyperparameter, the objective and the other errors, and the trial's state."""
+    keys = searched_keys(jobs)
+    rows = []
+    for rank, job in enumerate(by_objective(jobs), start=1):
+        values = override_values(job)
+        score = objective(job)
+        row = {"rank": "best" if rank == 1 and score is not None else str(rank) if score is not None else "—"}
+        row["trial"] = "—" if job.num is None else str(job.num)
+        for key in keys:
+            number = as_number(values.get(key, ""))
+            row[key] = f"{number:.4g}" if number is not None else values.get(key, "—")
+        row["best val err %"] = percent(score)
+        row["val err %"] = percent(job.metric("val/err"))
+        row["test err %"] = percent(job.metric("test/err"))
+        row["train err %"] = percent(job.final_train_error())
+        row["status"] = job.status
+        rows.append(row)
     return rows
 
 

@@ -1,0 +1,171 @@
+"""A job's measured training speed: images/s, achieved FLOP/s and the share of the device's peak.
+
+Recorded in results.json under `throughput` (through `job_facts`) and shown in the report:
+
+    images_per_s      training images per second, all devices together
+    steps_timed       the training batches the figure covers (the first `skip_steps` are left
+                      out: compilation, cuDNN's algorithm search and caches warming up)
+    seconds_timed     their wall time, validation excluded
+    macs_per_image    multiply-adds of one forward pass (as results.json `flops`)
+    flops_per_s       6 x macs_per_image x images_per_s: a multiply-add is 2 FLOPs and a
+                      training step costs about 3 forward passes (forward 1, backward 2)
+    compute_dtype     bf16, fp16, tf32 or fp32: what the device's matrix units compute in
+    peak_flops_per_s  the device's dense peak for that dtype, where known (PEAK_FLOPS), per device
+    peak_fraction     flops_per_s / (peak_flops_per_s x devices)
+
+No number is read off the device per step: the clock is read at the start and end of the
+timed stretch and around validations, after waiting for the device there (a handful of
+waits per run), so queued GPU work is counted where it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.trainer.states import TrainerFn
+
+from reslab.errors import ConfigError
+from reslab.models import count_flops
+
+# Dense (no sparsity) peak FLOP/s of one GPU, from NVIDIA's data sheets; matched against
+# torch.cuda.get_device_name in this order, so the more specific names come first.
+PEAK_FLOPS: dict[str, dict[str, float]] = {
+    "H200 NVL": {"bf16": 835e12, "fp16": 835e12, "tf32": 417e12, "fp32": 60e12},
+    "H200": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},
+    "H100 NVL": {"bf16": 835e12, "fp16": 835e12, "tf32": 417e12, "fp32": 60e12},
+    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "tf32": 378e12, "fp32": 51e12},
+    "H100": {"bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},  # SXM
+    "A100": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+}
+# FLOPs of one training image per multiply-add of its forward pass.
+TRAINING_FLOPS_PER_MAC = 6
+
+
+def peak_flops(device_name: str, dtype: str) -> float | None:
+    """The dense peak FLOP/s of a GPU by its name, for `dtype`; None when not in PEAK_FLOPS."""
+    for name, peaks in PEAK_FLOPS.items():
+        if name.lower() in device_name.lower():
+            return peaks.get(dtype)
+    return None
+
+
+def compute_dtype(precision: str, device: torch.device) -> str:
+    """What the matrix units compute in under Lightning's `trainer.precision`."""
+    precision = str(precision)
+    if precision.startswith("bf16"):
+        return "bf16"
+    if precision.startswith("16"):
+        return "fp16"
+    if precision.startswith("64"):
+        return "fp64"
+    # fp32 convolutions run on TF32 tensor cores when cuDNN may use them (PyTorch's default),
+    # matrix products when the float32 matmul precision is not "highest".
+    if device.type == "cuda" and (torch.backends.cudnn.allow_tf32 or torch.get_float32_matmul_precision() != "highest"):
+        return "tf32"
+    return "fp32"
+
+
+class TrainingThroughput(pl.Callback):
+    """Measures training throughput for results.json (see the module docstring)."""
+
+    def __init__(self, skip_steps: int = 10) -> None:
+        if isinstance(skip_steps, bool) or not isinstance(skip_steps, int) or skip_steps < 0:
+            raise ConfigError(f"callbacks.throughput.skip_steps={skip_steps!r} must be an integer >= 0")
+        self.skip_steps = skip_steps
+        self.macs_per_image: int | None = None
+        self._device = torch.device("cpu")
+        self._dtype = "fp32"
+        self._world_size = 1
+        self._batches = 0
+        self._images = 0
+        self._seconds = 0.0
+        self._started: float | None = None
+        self._skipped = 0
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        # Counted here, before the network is compiled or moved: a forward pass on one image.
+        shape = getattr(trainer.datamodule, "input_shape", None)
+        net = getattr(pl_module, "net", None)
+        if shape is not None and isinstance(net, torch.nn.Module):
+            self.macs_per_image = count_flops(net, tuple(shape))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._device = trainer.strategy.root_device
+        self._dtype = compute_dtype(trainer.precision, self._device)
+        self._world_size = trainer.world_size
+        self._batches = self._images = self._skipped = 0
+        self._seconds = 0.0
+        self._start_clock()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._batches += 1
+        self._images += _batch_size(batch)
+        if not self._skipped and self._batches == self.skip_steps:
+            # The timed stretch starts after the warm-up steps; a shorter run is timed whole.
+            self._stop_clock()
+            self._skipped, self._batches, self._images, self._seconds = self._batches, 0, 0, 0.0
+            self._start_clock()
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._stop_clock()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._start_clock()
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_clock()
+
+    def job_facts(self) -> dict[str, Any]:
+        if not self._batches or self._seconds <= 0:
+            return {}
+        images_per_s = self._images * self._world_size / self._seconds
+        facts: dict[str, Any] = {
+            "images_per_s": round(images_per_s, 1),
+            "steps_timed": self._batches,
+            "steps_skipped": self._skipped,
+            "seconds_timed": round(self._seconds, 3),
+            "devices": self._world_size,
+            "device": torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else self._device.type,
+            "compute_dtype": self._dtype,
+            "macs_per_image": self.macs_per_image,
+            "flops_per_s": None,
+            "peak_flops_per_s": None,
+            "peak_fraction": None,
+        }
+        if self.macs_per_image:
+            facts["flops_per_s"] = round(TRAINING_FLOPS_PER_MAC * self.macs_per_image * images_per_s)
+            peak = peak_flops(facts["device"], self._dtype) if self._device.type == "cuda" else None
+            if peak:
+                facts["peak_flops_per_s"] = peak
+                facts["peak_fraction"] = round(facts["flops_per_s"] / (peak * self._world_size), 4)
+        return {"throughput": facts}
+
+    # -------------------------------------------------------------- the clock
+
+    def _wait_for_device(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def _start_clock(self) -> None:
+        if self._started is None:
+            self._wait_for_device()
+            self._started = time.perf_counter()
+
+    def _stop_clock(self) -> None:
+        if self._started is not None:
+            self._wait_for_device()
+            self._seconds += time.perf_counter() - self._started
+            self._started = None
+
+
+def _batch_size(batch: Any) -> int:
+    """Images in a batch: the first dimension of the first tensor, (images, labels) or images."""
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0]) if isinstance(first, torch.Tensor) else 0
