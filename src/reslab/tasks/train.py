@@ -37,7 +37,7 @@ def train(cfg: DictConfig, run: JobRun) -> None:
         # trainer.test replaces callback_metrics, so the final training values are kept first.
         run.note(metrics=scalars(trainer.callback_metrics))
         if cfg.test:
-            trainer.test(module, datamodule=datamodule, verbose=False)
+            trainer.test(module, datamodule=datamodule, verbose=False, weights_only=True)
             run.record["metrics"].update(scalars(trainer.callback_metrics))
 
 

@@ -126,7 +126,7 @@ def _outcome(record: dict[str, Any], failure: BaseException | None, on_error: st
         raise failure  # e.g. submitit's exit after requeueing the job: its own code
     keep_going = on_error == "continue" or (on_error == "auto" and sweeping)
     if keep_going and sweeping:
-        return _objective(record)
+        return None  # no objective: a sampling sweeper counts the trial as failed
     if isinstance(failure, ConfigError):
         raise SystemExit(2) from None
     if keep_going or status == job.DIVERGED:
