@@ -1,35 +1,25 @@
-"""The SLURM test cluster works: batch jobs run, requeued jobs run again, srun starts ranks.
+"""The SLURM test cluster works: batch jobs run, requeued jobs run again, srun starts ranks, and
+a job spans the cluster's nodes (.ci/slurm/setup.sh starts two, n1 and n2, on this host).
 
 Start the cluster first (as root): `.ci/slurm/setup.sh`. Without `sbatch`, or when `sinfo`
 cannot reach a controller, the whole module is skipped.
 """
 
-import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from slurm_testing import NO_CLUSTER, cluster_answers, cluster_nodes, job_field
+
 pytestmark = pytest.mark.slurm
 
 WAIT_S = 60
 
-
-def _cluster_answers() -> bool:
-    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return False
-    try:
-        return (
-            subprocess.run(["sinfo", "-h"], capture_output=True, timeout=15, check=False).returncode
-            == 0
-        )
-    except subprocess.TimeoutExpired:
-        return False
-
-
-if not _cluster_answers():
-    pytest.skip("no SLURM cluster (run .ci/slurm/setup.sh as root)", allow_module_level=True)
+if not cluster_answers():
+    pytest.skip(NO_CLUSTER, allow_module_level=True)
 
 
 def _run(*cmd: str, timeout: float = WAIT_S) -> str:
@@ -59,14 +49,7 @@ def _wait_until(condition, what: str, timeout: float = WAIT_S, poll_s: float = 0
 
 
 def _job_state(job_id: str) -> str:
-    # squeue forgets a job MinJobAge seconds after it ends; scontrol still knows it then.
-    out = subprocess.run(
-        ["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=15, check=False
-    ).stdout
-    for field in out.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1]
-    return "GONE"
+    return job_field(job_id, "JobState") or "GONE"
 
 
 @pytest.fixture
@@ -116,3 +99,15 @@ def test_srun_starts_one_rank_per_task():
     out = _run("srun", "-N1", "-n2", "-t", "1", "bash", "-c", 'echo "rank $SLURM_PROCID"')
 
     assert sorted(out.split("\n")[:-1]) == ["rank 0", "rank 1"]
+
+
+def test_one_job_runs_one_task_on_each_node_and_the_node_names_resolve():
+    nodes = cluster_nodes()
+    assert nodes >= 2, "setup.sh starts two nodes by default"
+
+    out = _run("srun", f"-N{nodes}", "--ntasks-per-node=1", "-t", "1", "bash", "-c", 'echo "$SLURMD_NODENAME $SLURM_PROCID"')
+    tasks = sorted(line.split() for line in out.splitlines())
+    assert tasks == [[f"n{i + 1}", str(i)] for i in range(nodes)]
+    names = [name for name, _ in tasks]
+    # A job's first node is where its ranks meet (Lightning's MASTER_ADDR).
+    assert {socket.gethostbyname(name) for name in names} == {"127.0.0.1"}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Stop the single-node test cluster that .ci/slurm/setup.sh started (slurmd, slurmctld, munged).
-# Running jobs are killed; the configuration and the munge key stay for the next setup.sh.
+# Stop the test cluster that .ci/slurm/setup.sh started: every node's slurmd, slurmctld, munged.
+# Running jobs are killed; the configuration, /etc/hosts and the munge key stay for the next
+# setup.sh.
 set -uo pipefail
 
 stop_pidfile() {
@@ -18,6 +19,15 @@ stop_pidfile() {
     return 1
 }
 
-stop_pidfile slurmd /run/slurmd.pid
-stop_pidfile slurmctld /run/slurmctld.pid
-stop_pidfile munged /run/munge/munged.pid
+status=0
+# One slurmd per node (/run/slurmd-<node>.pid); /run/slurmd.pid: the single-node cluster of
+# earlier versions of setup.sh.
+for pidfile in /run/slurmd-*.pid /run/slurmd.pid; do
+    [[ -e $pidfile ]] || continue
+    node=${pidfile#/run/slurmd}
+    node=${node#-}
+    stop_pidfile "slurmd ${node%.pid}" "$pidfile" || status=1
+done
+stop_pidfile slurmctld /run/slurmctld.pid || status=1
+stop_pidfile munged /run/munge/munged.pid || status=1
+exit $status

@@ -14,6 +14,7 @@ tell: GPUs asked of a cluster that has none, and whether it keeps accounting.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 from typing import Any
@@ -145,8 +146,11 @@ class SqueueWatcher(SlurmInfoWatcher):
     # A job submitit waits on that squeue no longer lists has ended (MinJobAge ago).
     LEFT_QUEUE = "ENDED"
     NOTE = "this cluster keeps no job accounting (sacct): job states come from squeue"
+    # Longest wait between two questions while jobs run (submitit checks each job's result
+    # file every second; the state matters only for a job that ends without one).
+    POLL_S = 60
 
-    def __init__(self, delay_s: int) -> None:
+    def __init__(self, delay_s: int = POLL_S) -> None:
         super().__init__(delay_s=delay_s)
         self.noted = False
 
@@ -161,7 +165,7 @@ class SqueueWatcher(SlurmInfoWatcher):
         if not self._registered - self._finished:
             return None
         # All of this user's jobs: `--jobs=ID` is an error once a single ID has left the queue.
-        return ["squeue", "--me", "--noheader", "--array", "--states=all", "--format=%i|%T|%N"]
+        return ["squeue", f"--user={os.getuid()}", "--noheader", "--array", "--states=all", "--format=%i|%T|%N"]
 
     def read_info(self, string: bytes | str) -> dict[str, dict[str, str]]:
         text = string.decode() if isinstance(string, bytes) else string
@@ -183,7 +187,7 @@ def follow_job_states_with_squeue() -> None:
     squeue knows every job from its submission until MinJobAge after it ends. submitit has no
     setting for this: its one watcher per process, a class attribute of SlurmJob, is replaced.
     """
-    SlurmJob.watcher = SqueueWatcher(delay_s=SlurmJob.watcher._delay_s)
+    SlurmJob.watcher = SqueueWatcher()
 
 
 # ----------------------------------------------------------------------------- the sweep callback
@@ -211,4 +215,6 @@ class SlurmSweep(Callback):
             follow_job_states_with_squeue()
 
 
+# slurm.yaml's gpus_per_node works wherever this module was imported; the SlurmSweep callback
+# imports it before Hydra builds the launcher.
 register_resolvers()

@@ -214,9 +214,14 @@ class SweepOwner(Callback):
         problems = []
         for overrides in jobs:
             try:
-                job_config = compose(config_name=CONFIG_NAME, overrides=overrides, return_hydra_config=True)
-                # The launcher is the sweep's: a job's composed config has only its task overrides.
-                check_job(job_config, launcher=config.hydra.launcher)
+                # With the sweep's own hydra overrides (its launcher above all): what a job may ask
+                # for depends on where it runs, e.g. GPUs on SLURM nodes, not on this login node.
+                job_config = compose(
+                    config_name=CONFIG_NAME,
+                    overrides=[*config.hydra.overrides.hydra, *overrides],
+                    return_hydra_config=True,
+                )
+                check_job(job_config)
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
         if problems:

@@ -17,6 +17,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from reslab import cluster  # noqa: F401 - registers the resolver conf/hydra/launcher/slurm.yaml uses
 from reslab import distributed
 from reslab.console import quiet_console
 
