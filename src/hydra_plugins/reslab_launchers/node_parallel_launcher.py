@@ -1,35 +1,56 @@
 """`hydra/launcher=node_parallel`: run the jobs of a multirun side by side on one node.
 
-Every job runs in a fresh Python process whose environment pins it to its own devices from
-the first instruction on, so CUDA can only ever see the job's GPUs:
+Every job runs in a Python process of its own whose environment pins it to its own devices
+from the first instruction on, so CUDA can only ever see the job's GPUs:
 
     CUDA_VISIBLE_DEVICES=<the job's GPU ids>   RESLAB_ASSIGNED_DEVICES=<the same ids>
+    RESLAB_GPU_MEMORY_FRACTION=<1 / jobs_per_gpu>          (jobs on GPUs only)
     OMP_NUM_THREADS=MKL_NUM_THREADS=OPENBLAS_NUM_THREADS=<threads_per_job>
 
-The GPUs are cut into slots of `gpus_per_job` ids. At most `max_parallel` jobs run at once,
-each holding one slot, and the next job starts as soon as a slot is free again, so no GPU id
-is shared by two running jobs. Without GPUs the slots are empty (CUDA_VISIBLE_DEVICES="") and
-only the CPU threads are divided.
+The GPUs are cut into slots of `gpus_per_job` ids, and each slot is shared by up to
+`jobs_per_gpu` jobs at once. A job sharing its GPU(s) may use 1/jobs_per_gpu of each GPU's
+memory: its process caps PyTorch's allocator there (`torch.cuda.set_per_process_memory_fraction`,
+see _job_process), so a job that outgrows its share fails alone with an out-of-memory error
+instead of starving its neighbours (the CUDA context, some hundred MB, comes on top). Without
+GPUs the slots are CPU cores: one job per core, since a small network uses a core far better
+alone than split across threads. At most `max_parallel` jobs run at once; the CPU threads are
+divided among them. The next job starts as soon as a slot is free again: with
+`longest_first_by` (ResLab's preset: model.depth) the longest jobs first, so that the short
+ones fill the gaps at the end. On CPU slots a job's process goes on to the slot's next job, so
+torch and Lightning are imported once per slot, not once per job (`reuse_processes`).
 
-    reslab-train -m model=plain,resnet model.depth=20,56 hydra/launcher=node_parallel
+    reslab-train -m experiment=digits_degradation        # its default launcher: one job per core
     reslab-train -m ... hydra/launcher=node_parallel hydra.launcher.gpus=[0,1,2,3] \
         hydra.launcher.gpus_per_job=2
+    reslab-train -m experiment=cifar_table6 hydra/launcher=node_parallel hydra.launcher.jobs_per_gpu=4
 
-A failing job does not stop the others. Its exception comes back in its JobReturn and Hydra
-raises it once the whole batch has finished, as with Hydra's basic launcher.
+Faults stay inside their job. A job that raises, exits non-zero, or is killed (even with
+SIGKILL) is reported as failed in its JobReturn, the other jobs run on (a slot whose job failed
+or died gets a fresh process), and the launcher returns; Hydra then raises the first failure,
+as with its basic launcher. A job's own process writes its results.json; only for a job that
+died without writing its final record (killed, out of memory) does the launcher mark that
+record failed, saying how the process ended. Each job process runs in a process group of its
+own, so whatever a dead job leaves behind (the other ranks of a DDP run) is killed with it.
+SIGINT, SIGTERM and SIGHUP sent to the launcher are passed on to the running jobs (a second
+one kills them); no further job starts, and once the running ones have ended the launcher
+exits with 128 + the signal's number.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it
 # is in sys.modules, and dataclasses cannot resolve string annotations then.
+import contextlib
 import logging
 import os
 import pickle
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,16 +67,22 @@ from hydra.core.utils import (
 )
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from reslab import job as job_files
 from reslab.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ASSIGNED_DEVICES_ENV = "RESLAB_ASSIGNED_DEVICES"
+GPU_MEMORY_FRACTION_ENV = "RESLAB_GPU_MEMORY_FRACTION"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-CPU_ONLY_MAX_PARALLEL = 2
 JOB_PROCESS_MODULE = "hydra_plugins.reslab_launchers._job_process"
+# Signals the launcher passes on to its jobs (they run in process groups of their own, so a
+# terminal's Ctrl-C or hang-up reaches only the launcher).
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# How long a reused job process may take to exit once it has run its slot's last job.
+CLOSE_TIMEOUT_S = 120
 
 
 @dataclass
@@ -65,15 +92,31 @@ class NodeParallelLauncherConf:
     # (CUDA_VISIBLE_DEVICES, else torch.cuda.device_count()); []: CPU only.
     gpus: list[Any] | None = None
     gpus_per_job: int = 1
-    # Jobs running at once. null: one per GPU slot; 2 on a node without GPUs.
+    # Jobs sharing one slot of gpus_per_job GPUs at once, each capped at 1/jobs_per_gpu of
+    # the memory of its GPU(s). For small networks that leave a GPU mostly idle.
+    jobs_per_gpu: int = 1
+    # Jobs running at once. null: every slot (GPU slots x jobs_per_gpu; without GPUs one job
+    # per CPU core), never more than the sweep has jobs.
     max_parallel: int | None = None
-    # Intra-op threads of each job. null: this process's CPU cores divided by max_parallel.
+    # Intra-op threads of each job. null: this process's CPU cores / jobs running at once.
     threads_per_job: int | None = None
+    # A key of the jobs' configs that grows with a job's length (e.g. model.depth): jobs with
+    # larger values start first, so that the sweep does not end with a long job running alone
+    # while the other slots idle. null (or a job without a number there): the sweep's order.
+    longest_first_by: str | None = None
+    # Whether a job's process goes on to its slot's next job (saving each job the seconds of
+    # importing torch and Lightning) instead of a fresh process per job. A job that fails or
+    # dies always leaves its slot a fresh process. null: on CPU slots; not on GPU slots, where a
+    # CUDA error can leave a process unable to run anything more on its GPU.
+    reuse_processes: bool | None = None
 
 
+# As `hydra/launcher=reslab_node_parallel` for any Hydra app. ResLab's own preset,
+# conf/hydra/launcher/node_parallel.yaml, extends it: a yaml of the same name as a ConfigStore
+# entry would be matched against it implicitly, which Hydra deprecates (and warns about).
 ConfigStore.instance().store(
     group="hydra/launcher",
-    name="node_parallel",
+    name="reslab_node_parallel",
     node=NodeParallelLauncherConf,
     provider="reslab_launchers",
 )
@@ -85,10 +128,27 @@ class NodePlan:
 
     slots: tuple[tuple[str, ...], ...]
     threads_per_job: int
+    # Share of its GPUs' memory each job may use (1.0 unless jobs_per_gpu > 1).
+    gpu_memory_fraction: float = 1.0
 
     @property
     def max_parallel(self) -> int:
         return len(self.slots)
+
+    def describe(self) -> str:
+        if not any(self.slots):
+            return f"{self.max_parallel} at a time on the CPU cores"
+        jobs_per_slot = Counter(self.slots)
+        slots = ", ".join(
+            f"GPU {','.join(slot)}" + (f" x{count}" if count > 1 else "")
+            for slot, count in jobs_per_slot.items()
+        )
+        memory = (
+            f", {self.gpu_memory_fraction:.0%} of GPU memory each"
+            if self.gpu_memory_fraction < 1
+            else ""
+        )
+        return f"{self.max_parallel} at a time on {slots}{memory}"
 
 
 def visible_gpu_ids() -> list[str]:
@@ -121,21 +181,36 @@ def available_cpus() -> int:
 def plan_node(
     gpus: Sequence[Any] | None,
     gpus_per_job: int = 1,
+    jobs_per_gpu: int = 1,
     max_parallel: int | None = None,
     threads_per_job: int | None = None,
     cpus: int | None = None,
+    num_jobs: int | None = None,
 ) -> NodePlan:
-    """Cut the node's GPUs into slots of `gpus_per_job` ids and divide its CPU threads."""
+    """Cut the node's GPUs into slots of `gpus_per_job` ids, `jobs_per_gpu` jobs to a slot
+    (one job per CPU core without GPUs), and divide the CPU threads among the jobs that run
+    at once (no more than `num_jobs`, the sweep's jobs, when given)."""
     gpu_ids = visible_gpu_ids() if gpus is None else [str(gpu) for gpu in gpus]
+    cpus = cpus or available_cpus()
     if len(set(gpu_ids)) != len(gpu_ids):
         raise ConfigError(f"hydra.launcher.gpus lists a GPU twice: {gpu_ids}; list each id once")
     if gpus_per_job < 1:
         raise ConfigError(f"hydra.launcher.gpus_per_job must be >= 1, got {gpus_per_job}")
+    if jobs_per_gpu < 1:
+        raise ConfigError(
+            f"hydra.launcher.jobs_per_gpu must be >= 1 (jobs sharing one GPU at once), "
+            f"got {jobs_per_gpu}"
+        )
     if max_parallel is not None and max_parallel < 1:
         raise ConfigError(
-            f"hydra.launcher.max_parallel must be >= 1 or null (one job per GPU slot), "
-            f"got {max_parallel}"
+            f"hydra.launcher.max_parallel must be >= 1 or null (every slot), got {max_parallel}"
         )
+    if threads_per_job is not None and threads_per_job < 1:
+        raise ConfigError(
+            f"hydra.launcher.threads_per_job must be >= 1 or null (cores / jobs at once), "
+            f"got {threads_per_job}"
+        )
+    memory_fraction = 1.0
     if gpu_ids:
         if len(gpu_ids) < gpus_per_job:
             raise ConfigError(
@@ -146,12 +221,6 @@ def plan_node(
             tuple(gpu_ids[start : start + gpus_per_job])
             for start in range(0, len(gpu_ids) - gpus_per_job + 1, gpus_per_job)
         ]
-        if max_parallel is not None and max_parallel > len(gpu_slots):
-            raise ConfigError(
-                f"hydra.launcher.max_parallel={max_parallel} jobs would share GPUs: GPUs "
-                f"{gpu_ids} with gpus_per_job={gpus_per_job} give {len(gpu_slots)} slot(s); "
-                f"set max_parallel <= {len(gpu_slots)} or null"
-            )
         if len(gpu_ids) % gpus_per_job:
             log.warning(
                 "GPUs %s stay idle: %d GPU(s) do not fill a slot of gpus_per_job=%d",
@@ -159,28 +228,67 @@ def plan_node(
                 len(gpu_ids) % gpus_per_job,
                 gpus_per_job,
             )
-        slots = gpu_slots[: max_parallel or len(gpu_slots)]
+        # Round robin: the first jobs spread over the GPUs before any GPU gets a second one.
+        slots = [slot for _ in range(jobs_per_gpu) for slot in gpu_slots]
+        if max_parallel is not None and max_parallel > len(slots):
+            raise ConfigError(
+                f"hydra.launcher.max_parallel={max_parallel} jobs would share GPUs beyond "
+                f"jobs_per_gpu={jobs_per_gpu}: GPUs {gpu_ids} with gpus_per_job={gpus_per_job} "
+                f"give {len(slots)} slot(s); set max_parallel <= {len(slots)} or null, or "
+                f"raise hydra.launcher.jobs_per_gpu"
+            )
+        memory_fraction = 1.0 / jobs_per_gpu
     else:
-        slots = [()] * (max_parallel or CPU_ONLY_MAX_PARALLEL)
+        # Small networks use a core far better alone than split across threads (two 1-thread
+        # jobs train at about twice the rate of one 2-thread job), so one job per core.
+        slots = [()] * (max_parallel or cpus)
+    running = min(max_parallel or len(slots), num_jobs or len(slots), len(slots))
+    slots = slots[: max(running, 1)]
+    return NodePlan(
+        slots=tuple(slots),
+        threads_per_job=threads_per_job or max(1, cpus // len(slots)),
+        gpu_memory_fraction=memory_fraction,
+    )
 
-    if threads_per_job is None:
-        threads_per_job = max(1, (cpus or available_cpus()) // len(slots))
-    elif threads_per_job < 1:
-        raise ConfigError(
-            f"hydra.launcher.threads_per_job must be >= 1 or null (cores / max_parallel), "
-            f"got {threads_per_job}"
-        )
-    return NodePlan(slots=tuple(slots), threads_per_job=threads_per_job)
 
-
-def job_environment(slot: Sequence[str], threads_per_job: int) -> dict[str, str]:
-    """The environment of a job's process: its devices and its share of the CPU threads."""
+def job_environment(slot: Sequence[str], plan: NodePlan) -> dict[str, str]:
+    """The environment of a job's process: its devices, its share of their memory and of the
+    CPU threads."""
     env = dict(os.environ)
     devices = ",".join(slot)
     env["CUDA_VISIBLE_DEVICES"] = devices
     env[ASSIGNED_DEVICES_ENV] = devices
-    env.update({name: str(threads_per_job) for name in THREAD_ENV_VARS})
+    env.pop(GPU_MEMORY_FRACTION_ENV, None)
+    if slot:
+        env[GPU_MEMORY_FRACTION_ENV] = f"{plan.gpu_memory_fraction:.4g}"
+    env.update({name: str(plan.threads_per_job) for name in THREAD_ENV_VARS})
     return env
+
+
+def record_lost_job(job_dir: Path, reason: str, overrides: Sequence[str]) -> None:
+    """Mark a job failed whose process died before its final record: its results.json is
+    missing or still says `running`. Any other record is the job's own (or an earlier
+    attempt's, which must not be lost) and stays as it is."""
+    try:
+        record = job_files.read_results(job_dir)
+    except job_files.UnreadableJobFile:
+        return  # not ours to repair: the report lists it as unreadable
+    if record is None:
+        record = {"overrides": list(overrides)}
+    elif record.get("status") != job_files.RUNNING:
+        return
+    record.update(status=job_files.FAILED, error=reason)
+    job_files.write_results(job_dir, record)
+
+
+def how_it_ended(exit_code: int) -> str:
+    if exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = f"signal {-exit_code}"
+        return f"was killed by {name}"
+    return f"exited with code {exit_code}"
 
 
 @dataclass
@@ -189,6 +297,95 @@ class _Job:
     overrides: list[str]
     config: DictConfig  # the job's own (sweep) config
     payload: Path  # what its process unpickles: see _job_process
+
+    @property
+    def result(self) -> Path:
+        return self.payload.with_suffix(".result.pkl")
+
+    @property
+    def dir_note(self) -> Path:
+        """Where the job's process writes its output folder as soon as Hydra has made it."""
+        return self.payload.with_suffix(".dir")
+
+    def describe(self) -> str:
+        return f"job #{self.idx} ({' '.join(self.overrides)})"
+
+
+class _Worker:
+    """The process that runs a slot's jobs: a fresh one for every job, or, `reused`, one that
+    runs the slot's jobs one after another while it lives, so that each job does not pay again
+    for importing torch and Lightning (see _job_process's --serve). Either way in a process
+    group of its own, so that what a job starts (DDP ranks) can be ended with it."""
+
+    def __init__(self, env: dict[str, str], reused: bool) -> None:
+        self.env = env
+        self.reused = reused
+        self.process: subprocess.Popen | None = None
+        self._replies: Any = None  # reused: the pipe on which the process says a job is done
+
+    def start(self, job: _Job) -> subprocess.Popen:
+        """The process that will run `job`: started now, or the one still serving the slot."""
+        command = [sys.executable, "-m", JOB_PROCESS_MODULE]
+        if self.process is not None and self.process.poll() is not None:
+            self._forget()  # a reused process that died while it waited: start another
+        if not self.reused:
+            self.process = subprocess.Popen(
+                [*command, str(job.payload), str(job.result), str(job.dir_note)],
+                env=self.env,
+                start_new_session=True,
+            )
+        elif self.process is None:
+            replies, replies_end = os.pipe()
+            self.process = subprocess.Popen(
+                [*command, "--serve", str(replies_end)],
+                env=self.env,
+                stdin=subprocess.PIPE,
+                pass_fds=(replies_end,),
+                start_new_session=True,
+            )
+            os.close(replies_end)
+            self._replies = os.fdopen(replies, "rb")
+        if self.reused:
+            with contextlib.suppress(BrokenPipeError):  # died already: wait_for says how
+                self.process.stdin.write(f"{job.payload}\t{job.result}\t{job.dir_note}\n".encode())
+                self.process.stdin.flush()
+        return self.process
+
+    def wait_for(self, job: _Job) -> int | None:
+        """Wait until `job` is done: None while the (reused) process lives on, else its exit code."""
+        assert self.process is not None
+        if self.reused and self._replies.readline():
+            return None
+        exit_code = self.process.wait()
+        self._forget()
+        return exit_code
+
+    def close(self) -> None:
+        """End a reused process once its last job is done (it exits when told no more come)."""
+        if self.process is not None and self.reused:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+            try:
+                self.process.wait(timeout=CLOSE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:  # e.g. a thread a job left running
+                log.warning("a job process did not exit within %d s; killing it", CLOSE_TIMEOUT_S)
+                _signal_group(self.process, signal.SIGKILL)
+                self.process.wait()
+        self._forget()
+
+    def _forget(self) -> None:
+        if self._replies is not None:
+            self._replies.close()
+        self.process, self._replies = None, None
+
+
+def _not_started(job: _Job) -> JobReturn:
+    return JobReturn(
+        overrides=job.overrides,
+        task_name=str(job.config.hydra.job.name),
+        status=JobStatus.UNKNOWN,
+        _return_value=None,
+    )
 
 
 def _failed_return(job: _Job, error: BaseException) -> JobReturn:
@@ -206,19 +403,25 @@ class NodeParallelLauncher(Launcher):
         self,
         gpus: Sequence[Any] | None = None,
         gpus_per_job: int = 1,
+        jobs_per_gpu: int = 1,
         max_parallel: int | None = None,
         threads_per_job: int | None = None,
+        longest_first_by: str | None = None,
+        reuse_processes: bool | None = None,
     ) -> None:
         self.gpus = None if gpus is None else list(gpus)
         self.gpus_per_job = gpus_per_job
+        self.jobs_per_gpu = jobs_per_gpu
         self.max_parallel = max_parallel
         self.threads_per_job = threads_per_job
+        self.longest_first_by = longest_first_by
+        self.reuse_processes = reuse_processes
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
-        self._running: set[subprocess.Popen] = set()
+        self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._stop_signal: int | None = None
 
     def setup(
         self,
@@ -240,20 +443,32 @@ class NodeParallelLauncher(Launcher):
         # Resolving the sweep dir here also fixes ${now:...} for every job's config.
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        plan = plan_node(self.gpus, self.gpus_per_job, self.max_parallel, self.threads_per_job)
+        plan = plan_node(
+            self.gpus,
+            gpus_per_job=self.gpus_per_job,
+            jobs_per_gpu=self.jobs_per_gpu,
+            max_parallel=self.max_parallel,
+            threads_per_job=self.threads_per_job,
+            num_jobs=len(job_overrides),
+        )
         log.info(
-            "Launching %d jobs on this node, %d at a time, devices per job: %s, "
-            "%d thread(s) per job; sweep output dir: %s",
+            "Launching %d jobs on this node, %s, %d thread(s) per job; sweep output dir: %s",
             len(job_overrides),
-            plan.max_parallel,
-            " ".join(f"[{','.join(slot)}]" for slot in plan.slots if slot) or "CPU only",
+            plan.describe(),
             plan.threads_per_job,
             sweep_dir,
         )
-        self._stopping.clear()
+        self._stop_signal = None
         with tempfile.TemporaryDirectory(prefix="reslab-node-parallel-") as workdir:
             jobs = self._prepare_jobs(job_overrides, initial_job_idx, Path(workdir))
-            return self._run_side_by_side(jobs, plan)
+            with self._passing_signals_on():
+                returns = self._run_side_by_side(jobs, plan)
+        if self._stop_signal is not None:
+            name = signal.Signals(self._stop_signal).name
+            not_started = sum(1 for r in returns if r.status == JobStatus.UNKNOWN)
+            log.error("sweep stopped by %s; %d job(s) were not started", name, not_started)
+            raise SystemExit(128 + self._stop_signal)
+        return returns
 
     def _prepare_jobs(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, workdir: Path
@@ -288,61 +503,122 @@ class NodeParallelLauncher(Launcher):
         return jobs
 
     def _run_side_by_side(self, jobs: list[_Job], plan: NodePlan) -> list[JobReturn]:
-        free_slots: queue.SimpleQueue[tuple[str, ...]] = queue.SimpleQueue()
-        for slot in plan.slots:
-            free_slots.put(slot)
-
-        def run_on_a_free_slot(job: _Job) -> JobReturn:
-            slot = free_slots.get()  # never blocks long: there are as many slots as workers
-            try:
-                return self._run_in_own_process(job, slot, plan.threads_per_job)
-            finally:
-                free_slots.put(slot)
-
+        pending: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        for job in self._start_order(jobs):
+            pending.put(job)
+        returns: dict[int, JobReturn] = {}
         with ThreadPoolExecutor(max_workers=plan.max_parallel) as pool:
-            futures = [pool.submit(run_on_a_free_slot, job) for job in jobs]
-            try:
-                return [future.result() for future in futures]
-            except BaseException:  # e.g. Ctrl-C: start nothing more, stop what runs
-                for future in futures:
-                    future.cancel()
-                self._stop_all()
-                raise
+            for slot_done in [pool.submit(self._serve_slot, slot, plan, pending, returns) for slot in plan.slots]:
+                slot_done.result()
+        # Hydra expects the returns in the sweep's order, whatever order the jobs ran in.
+        return [returns.get(job.idx) or _not_started(job) for job in jobs]
 
-    def _run_in_own_process(self, job: _Job, slot: tuple[str, ...], threads: int) -> JobReturn:
-        result = job.payload.with_suffix(".result.pkl")
+    def _start_order(self, jobs: list[_Job]) -> list[_Job]:
+        if not self.longest_first_by:
+            return jobs
+        lengths = {job.idx: _number_at(job.config, self.longest_first_by) for job in jobs}
+        # Stable: equal (or unknown, last) lengths keep the sweep's order.
+        return sorted(jobs, key=lambda job: (lengths[job.idx] is None, -(lengths[job.idx] or 0)))
+
+    def _serve_slot(
+        self, slot: tuple[str, ...], plan: NodePlan, pending: "queue.SimpleQueue[_Job]", returns: dict
+    ) -> None:
+        """Run the waiting jobs on this slot, one after another, until none is left."""
+        reused = self.reuse_processes if self.reuse_processes is not None else not slot
+        worker = _Worker(job_environment(slot, plan), reused)
+        with self._lock:
+            self._workers.add(worker)
+        try:
+            while self._stop_signal is None:
+                try:
+                    job = pending.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    returns[job.idx] = self._run_job(job, slot, worker)
+                except Exception as error:  # noqa: BLE001 - the launcher's own fault: this job only
+                    log.exception("%s could not be run", job.describe())
+                    returns[job.idx] = _failed_return(job, error)
+        finally:
+            worker.close()
+            with self._lock:
+                self._workers.discard(worker)
+
+    def _run_job(self, job: _Job, slot: tuple[str, ...], worker: "_Worker") -> JobReturn:
         with self._lock:  # so that a stopping sweep cannot miss a process that just started
-            if self._stopping.is_set():
-                return _failed_return(job, RuntimeError("not started: the sweep was stopped"))
+            if self._stop_signal is not None:
+                return _not_started(job)
             log.info(
                 "\t#%d on %s: %s",
                 job.idx,
                 f"GPU {','.join(slot)}" if slot else "CPU",
                 " ".join(filter_overrides(job.overrides)),
             )
-            process = subprocess.Popen(
-                [sys.executable, "-m", JOB_PROCESS_MODULE, str(job.payload), str(result)],
-                env=job_environment(slot, threads),
-            )
-            self._running.add(process)
-        exit_code = process.wait()
-        with self._lock:
-            self._running.discard(process)
-        if result.exists():
-            import cloudpickle
+            process = worker.start(job)
+            started = time.monotonic()
+        exit_code = worker.wait_for(job)  # None: done, and the (reused) process lives on
+        if not job.result.exists():
+            lost = self._lost(job, process, exit_code)
+            worker.close()
+            return lost
+        import cloudpickle
 
-            with result.open("rb") as file:
-                return cloudpickle.load(file)
-        return _failed_return(
-            job,
-            RuntimeError(
-                f"job #{job.idx} ({' '.join(job.overrides)}) ended with exit code {exit_code} "
-                "before reporting a result (killed, out of memory, or crashed; see its log)"
-            ),
+        with job.result.open("rb") as file:
+            job_return = cloudpickle.load(file)
+        log.info("\t#%d ended after %.1f s: %s", job.idx, time.monotonic() - started, job_return.status.name.lower())
+        if job_return.status == JobStatus.FAILED:
+            worker.close()  # whatever failed, the slot's next job starts in a fresh process
+        return job_return
+
+    def _lost(self, job: _Job, process: subprocess.Popen, exit_code: int | None) -> JobReturn:
+        """A job that ended without reporting: killed, out of memory, or crashed."""
+        _signal_group(process, signal.SIGKILL)  # e.g. DDP ranks still waiting for rank 0
+        job_dir = Path(job.dir_note.read_text()) if job.dir_note.exists() else None
+        ended = "ended" if exit_code is None else how_it_ended(exit_code)
+        reason = f"{job.describe()} {ended} before reporting a result"
+        if job_dir is not None:
+            reason += f"; see its log in {job_dir}"
+            record_lost_job(job_dir, reason, job.overrides)
+        log.error("%s", reason)
+        return _failed_return(job, RuntimeError(reason))
+
+    @contextlib.contextmanager
+    def _passing_signals_on(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set in the main thread
+            return
+        previous = {signum: signal.signal(signum, self._stop) for signum in FORWARDED_SIGNALS}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        """Start no more jobs; pass the signal on to the running ones (a second: kill them)."""
+        with self._lock:
+            again = self._stop_signal is not None
+            self._stop_signal = self._stop_signal or signum
+            running = [worker.process for worker in self._workers if worker.process is not None]
+            for process in running:
+                _signal_group(process, signal.SIGKILL if again else signum)
+        log.warning(
+            "%s: %s the %d running job(s)",
+            signal.Signals(signum).name,
+            "killing" if again else "passing it on to",
+            len(running),
         )
 
-    def _stop_all(self) -> None:
-        with self._lock:
-            self._stopping.set()
-            for process in self._running:
-                process.terminate()
+
+def _number_at(config: DictConfig, key: str) -> float | None:
+    """The number at `key` in a job's config; None where there is none (or it is no number)."""
+    try:
+        value = OmegaConf.select(config, key)
+        return None if isinstance(value, bool) else float(value)
+    except Exception:  # noqa: BLE001 - missing, not a number, or not resolvable here
+        return None
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signum)

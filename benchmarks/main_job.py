@@ -1,0 +1,192 @@
+"""The main job end to end against a plain PyTorch loop training the same grid, in one run.
+
+    python benchmarks/main_job.py                                  # the README's main job
+    python benchmarks/main_job.py seed=0                           # one seed per grid point
+    python benchmarks/main_job.py trainer.max_steps=60 --json out.json
+
+ResLab's side is the README's first command after installation, as a user runs it:
+`reslab-train -m experiment=digits_degradation && reslab-report`, timed from start to the
+report's last byte (the sweep into a scratch folder, W&B offline, so no network is involved).
+The plain side trains the same grid (every job of the experiment's sweep, read from the
+composed config, so a grid with seeds is followed) one job after another in one process:
+the same networks (the model config, i.e. reslab.models' builder), the same data and per-batch
+pipeline (the datamodule's tensors, loader and `transform_batch`), the same optimiser and
+learning-rate schedule from the configs, the same steps and batch size; no Lightning, no
+logging, no validation, no checkpoints. Its time is the training loop's alone, data loading
+and network building excluded.
+
+Printed: both times, the ratio ResLab end to end / plain training (goal <= 0.7, stretch 0.5),
+the machine (cores, and how much of them other processes used meanwhile: the comparison needs
+a quiet machine) and the command that reproduces the run. Extra arguments are overrides for both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+
+from reslab.job import read_results
+from reslab.sweep import expand_grid
+
+GOAL, STRETCH = 0.7, 0.5
+
+
+def machine_cpu_seconds() -> float | None:
+    """CPU seconds all processes of this machine have used so far (Linux), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of every process it (or they) started and waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def grid_jobs(experiment: str, overrides: list[str]) -> list[list[str]]:
+    """Every job of the experiment's sweep (with `overrides`), as the sweep will run them."""
+    with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
+        config = compose("train", [f"experiment={experiment}", *overrides], return_hydra_config=True)
+    return expand_grid(config)
+
+
+def plain_training_time(experiment: str, overrides: list[str], job: list[str]) -> float:
+    """Seconds a hand-written loop spends training one job of the grid."""
+    with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
+        cfg = compose("train", [f"experiment={experiment}", *overrides, *job])
+    torch.manual_seed(cfg.seed)
+    net = instantiate(cfg.model).train()
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
+    schedule = instantiate(cfg.scheduler)(optimizer) if cfg.get("scheduler") else None
+    per_step = schedule is not None and schedule["interval"] == "step"
+    loader, max_steps, step = data.train_dataloader(), cfg.trainer.max_steps, 0
+    start = time.perf_counter()
+    while step < max_steps:
+        for batch in loader:
+            images, labels = data.transform_batch(batch, train=True)
+            loss = F.cross_entropy(net(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_step:
+                schedule["scheduler"].step()
+            step += 1
+            if step == max_steps:
+                break
+        if schedule is not None and not per_step:
+            schedule["scheduler"].step()
+    return time.perf_counter() - start
+
+
+def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dict:
+    """Wall seconds of `reslab-train -m experiment=... && reslab-report`, and what the jobs say."""
+    sweep_dir = workdir / f"sweep-{time.monotonic_ns()}"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    train = [sys.executable, "-m", "reslab.train", "-m", f"experiment={experiment}", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    report = [sys.executable, "-m", "reslab.report.cli", str(sweep_dir)]
+    start = time.perf_counter()
+    subprocess.run(train, check=True, capture_output=True, cwd=workdir, env=env)
+    sweep_done = time.perf_counter()
+    subprocess.run(report, check=True, capture_output=True, cwd=workdir, env=env)
+    end = time.perf_counter()
+    records = [read_results(path.parent) for path in sweep_dir.glob("*/results.json")]
+    return {
+        "end_to_end_s": end - start,
+        "sweep_s": sweep_done - start,
+        "report_s": end - sweep_done,
+        "jobs": len(records),
+        "completed": sum(1 for r in records if r and r.get("status") == "completed"),
+        "jobs_train_time_s": sum(r.get("train_time_s") or 0 for r in records if r),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="digits_degradation")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved repeats; medians are printed")
+    parser.add_argument("--json", type=Path, help="also write the numbers to this file")
+    parser.add_argument(
+        "--reslab-only", action="store_true", help="time ResLab's side alone, e.g. to compare launcher settings"
+    )
+    parser.add_argument("overrides", nargs="*", help="overrides for both sides, e.g. seed=0")
+    args = parser.parse_args()
+
+    jobs = grid_jobs(args.experiment, args.overrides)
+    machine_before, own_before, wall_before = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
+    plain_runs, reslab_runs = [], []
+    with tempfile.TemporaryDirectory(prefix="reslab-main-job-") as workdir:
+        for _ in range(args.repeats):
+            if not args.reslab_only:
+                plain_runs.append([plain_training_time(args.experiment, args.overrides, job) for job in jobs])
+            reslab_runs.append(reslab_main_job(args.experiment, args.overrides, Path(workdir)))
+    wall = time.perf_counter() - wall_before
+    machine_after = machine_cpu_seconds()
+    # What other processes took from the cores meanwhile: the comparison needs a quiet machine.
+    others = None if machine_before is None else (machine_after - machine_before) - (own_cpu_seconds() - own_before)
+    cores = os.cpu_count() or 1
+
+    command = " ".join(["python", "benchmarks/main_job.py", *sys.argv[1:]])
+    reslab = {key: statistics.median(run[key] for run in reslab_runs) for key in reslab_runs[0]}
+    varying = [[o for o in job if any(o not in other for other in jobs)] for job in jobs]
+    print(f"experiment={args.experiment} {' '.join(args.overrides)}: {len(jobs)} jobs")
+    ratio = None
+    if plain_runs:
+        plain_s = statistics.median(sum(run) for run in plain_runs)
+        ratio = reslab["end_to_end_s"] / plain_s
+        print(f"plain PyTorch loop, one job after another, training only: {plain_s:8.1f} s")
+        for job, seconds in zip(varying, plain_runs[-1]):
+            print(f"    {' '.join(job):<40} {seconds:7.1f} s")
+    print(
+        f"ResLab main job end to end (sweep + report):             {reslab['end_to_end_s']:8.1f} s"
+        f"  (sweep {reslab['sweep_s']:.1f} s, report {reslab['report_s']:.1f} s; "
+        f"{reslab['completed']:.0f}/{reslab['jobs']:.0f} jobs completed, their training loops "
+        f"{reslab['jobs_train_time_s']:.1f} s together)"
+    )
+    if ratio is not None:
+        verdict = "stretch goal met" if ratio <= STRETCH else "goal met" if ratio <= GOAL else "goal NOT met"
+        print(f"ratio ResLab end to end / plain training: {ratio:.2f}x  (goal <= {GOAL}, stretch <= {STRETCH}): {verdict}")
+    busy = "" if others is None else (
+        f"; other processes used {max(others, 0.0) / wall:.2f} of the {cores} cores meanwhile"
+        + ("  <- not a quiet machine: rerun when it is" if others > 0.05 * cores * wall else "")
+    )
+    print(f"machine: {cores} CPU cores ({platform.machine()}), torch {torch.__version__}{busy}")
+    print(f"reproduce: {command}")
+    if args.json:
+        numbers = {
+            "command": command,
+            "experiment": args.experiment,
+            "overrides": args.overrides,
+            "jobs": [" ".join(job) for job in varying],
+            "plain_training_s": plain_runs,
+            "reslab": reslab_runs,
+            "ratio": ratio,
+            "cpu_cores": cores,
+            "other_processes_cores": None if others is None else others / wall,
+            "torch": torch.__version__,
+        }
+        args.json.write_text(json.dumps(numbers, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
