@@ -3,6 +3,7 @@
     python benchmarks/main_job.py                                  # the README's main job
     python benchmarks/main_job.py seed=0                           # one seed per grid point
     python benchmarks/main_job.py trainer.max_steps=60 --json out.json
+    python benchmarks/main_job.py --reslab-only seed=0 hydra/launcher=basic   # ResLab alone, jobs in turn
 
 ResLab's side is the README's first command after installation, as a user runs it:
 `reslab-train -m experiment=digits_degradation && reslab-report`, timed from start to the
@@ -16,8 +17,11 @@ logging, no validation, no checkpoints. Its time is the training loop's alone, d
 and network building excluded.
 
 Printed: both times, the ratio ResLab end to end / plain training (goal <= 0.7, stretch 0.5),
-the machine (cores, and how much of them other processes used meanwhile: the comparison needs
-a quiet machine) and the command that reproduces the run. Extra arguments are overrides for both sides.
+the machine (cores, and how much of them other processes used meanwhile) and the command that
+reproduces the run. Extra arguments are overrides for both sides. Only a quiet machine gives a
+fair ratio: the plain loop uses all cores with torch's default threads, and a step whose
+threads wait for a core another process holds can take many times as long (on 2 shared cores,
+up to 40x), while ResLab's 1-thread jobs barely notice.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The LightningModule: a network, cross-entropy, top-1/top-5 error, optimiser and schedule."""
+"""The LightningModule: a network, cross-entropy, top-1/top-5 error, optimiser and schedule, and
+the speed settings (`speed:` in conf/train.yaml) it applies to the network it trains."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import torch
@@ -10,12 +11,32 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from reslab.callbacks.step_log import FlushStepLog, StepLog
+from reslab.speed import check_speed
+
+# The per-step training values, in the order the module records them.
+STEP_VALUES = ("train/loss", "train/err")
+
 
 class ClassificationModule(pl.LightningModule):
     """Trains `net` with cross-entropy and logs error rates (1 - accuracy), the paper's measure.
 
     `optimizer` and `scheduler` are partial constructors from the configs: the optimiser gets the
     parameters here, the scheduler function gets the optimiser and returns Lightning's dict.
+
+    Every training step's `train/loss` and `train/err` (the error of that very batch: the
+    paper's training curves) stay on the device in `step_log` and reach the loggers every
+    `trainer.log_every_n_steps` steps, each under its own step (reslab.callbacks.step_log), so
+    the training loop never waits for the device to report a number.
+
+    Speed settings, applied once when Lightning configures the model:
+    - compile: false; true = `torch.compile` with its default backend (inductor); or a backend's
+      name. The network is compiled in place (`nn.Module.compile`), so checkpoints hold the same
+      parameter names with and without it and compiled and eager runs resume each other.
+    - channels_last: true, false or auto (on CUDA): the network's weights and every input batch
+      in NHWC memory order, which cuDNN's tensor-core convolutions (bf16, TF32) prefer.
+    - float32_matmul_precision: torch.set_float32_matmul_precision (highest, high, medium), or
+      auto: "high" (TF32 matrix products) on CUDA, unchanged elsewhere.
     """
 
     def __init__(
@@ -24,13 +45,22 @@ class ClassificationModule(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[[torch.optim.Optimizer], dict] | None,
         num_classes: int,
+        compile: bool | str = False,
+        channels_last: bool | str = "auto",
+        float32_matmul_precision: str = "auto",
     ) -> None:
         super().__init__()
+        check_speed(compile, channels_last, float32_matmul_precision)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.compile_backend = "inductor" if compile is True else (compile or None)
+        self.channels_last_setting = channels_last
+        self.matmul_precision_setting = float32_matmul_precision
+        self.channels_last = False  # decided in configure_model, once the device is known
+        self._speed_applied = False
+        self.step_log = StepLog(STEP_VALUES)
         self.topk = (1, 5) if num_classes > 5 else (1,)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.eval_acc = nn.ModuleDict(
             {
                 f"{stage}_top{k}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
@@ -39,20 +69,54 @@ class ClassificationModule(pl.LightningModule):
             }
         )
 
+    # ------------------------------------------------------------------ speed settings
+
+    def configure_model(self) -> None:
+        # Lightning calls this at every fit/validate/test; the network is changed once, before
+        # it is moved to the device and before a checkpoint is loaded into it.
+        if self._speed_applied:
+            return
+        self._speed_applied = True
+        on_cuda = self.trainer.strategy.root_device.type == "cuda"
+        precision = self.matmul_precision_setting
+        if precision == "auto":
+            precision = "high" if on_cuda else None
+        if precision is not None:
+            torch.set_float32_matmul_precision(precision)
+        self.channels_last = on_cuda if self.channels_last_setting == "auto" else bool(self.channels_last_setting)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        if self.compile_backend is not None:
+            self.net.compile(backend=self.compile_backend)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        # The per-step curves depend on the flush, so it comes with the module, not the config.
+        if any(isinstance(callback, FlushStepLog) for callback in self.trainer.callbacks):
+            return []
+        return [FlushStepLog(self.step_log)]
+
+    # ------------------------------------------------------------------ steps
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() == 5:
             # Multi-crop testing (B, crops, C, H, W): the paper averages the crops' scores.
             batch, crops = images.shape[:2]
-            return self.net(images.flatten(0, 1)).view(batch, crops, -1).softmax(-1).mean(1).log()
-        return self.net(images)
+            scores = self.net(self._prepare(images.flatten(0, 1)))
+            return scores.view(batch, crops, -1).softmax(-1).mean(1).log()
+        return self.net(self._prepare(images))
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        logits = self.net(images)
+        logits = self.net(self._prepare(images))
         loss = F.cross_entropy(logits, labels)
-        # Error of this very batch, every step: these are the paper's training-error curves.
-        err = 1.0 - self.train_acc(logits, labels)
-        self.log_dict({"train/loss": loss, "train/err": err}, on_step=True, on_epoch=False, prog_bar=True)
+        # The error of this very batch, on the device: one comparison, no metric object.
+        err = (logits.detach().argmax(dim=-1) != labels).float().mean()
+        self.step_log.record(self.global_step, self.current_epoch, loss, err)
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -84,7 +148,7 @@ class ClassificationModule(pl.LightningModule):
             self.log(name, 1.0 - metric.compute(), on_step=False, on_epoch=True)
             metric.reset()
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer

@@ -13,9 +13,9 @@ Recorded in results.json under `throughput` (through `job_facts`) and shown in t
     peak_flops_per_s  the device's dense peak for that dtype, where known (PEAK_FLOPS), per device
     peak_fraction     flops_per_s / (peak_flops_per_s x devices)
 
-No number is read off the device per step: the clock is read at the start and end of the
-timed stretch and around validations, after waiting for the device there (a handful of
-waits per run), so queued GPU work is counted where it runs.
+Nothing waits for the device: on a GPU the timed stretches are measured with CUDA events
+recorded in the stream (so queued work counts where it runs), read once training is over; on
+a CPU with the host's clock.
 """
 
 from __future__ import annotations
@@ -81,9 +81,8 @@ class TrainingThroughput(pl.Callback):
         self._world_size = 1
         self._batches = 0
         self._images = 0
-        self._seconds = 0.0
-        self._started: float | None = None
         self._skipped = 0
+        self._clock = Stopwatch(self._device)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -99,38 +98,39 @@ class TrainingThroughput(pl.Callback):
         self._dtype = compute_dtype(trainer.precision, self._device)
         self._world_size = trainer.world_size
         self._batches = self._images = self._skipped = 0
-        self._seconds = 0.0
-        self._start_clock()
+        self._clock = Stopwatch(self._device)
+        self._clock.start()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         self._batches += 1
         self._images += _batch_size(batch)
         if not self._skipped and self._batches == self.skip_steps:
             # The timed stretch starts after the warm-up steps; a shorter run is timed whole.
-            self._stop_clock()
-            self._skipped, self._batches, self._images, self._seconds = self._batches, 0, 0, 0.0
-            self._start_clock()
+            self._skipped, self._batches, self._images = self._batches, 0, 0
+            self._clock = Stopwatch(self._device)
+            self._clock.start()
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
-            self._stop_clock()
+            self._clock.stop()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == TrainerFn.FITTING:
-            self._start_clock()
+            self._clock.start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop_clock()
+        self._clock.stop()
 
     def job_facts(self) -> dict[str, Any]:
-        if not self._batches or self._seconds <= 0:
+        seconds = self._clock.seconds
+        if not self._batches or seconds <= 0:
             return {}
-        images_per_s = self._images * self._world_size / self._seconds
+        images_per_s = self._images * self._world_size / seconds
         facts: dict[str, Any] = {
             "images_per_s": round(images_per_s, 1),
             "steps_timed": self._batches,
             "steps_skipped": self._skipped,
-            "seconds_timed": round(self._seconds, 3),
+            "seconds_timed": round(seconds, 3),
             "devices": self._world_size,
             "device": torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else self._device.type,
             "compute_dtype": self._dtype,
@@ -147,22 +147,41 @@ class TrainingThroughput(pl.Callback):
                 facts["peak_fraction"] = round(facts["flops_per_s"] / (peak * self._world_size), 4)
         return {"throughput": facts}
 
-    # -------------------------------------------------------------- the clock
 
-    def _wait_for_device(self) -> None:
-        if self._device.type == "cuda":
-            torch.cuda.synchronize(self._device)
 
-    def _start_clock(self) -> None:
-        if self._started is None:
-            self._wait_for_device()
-            self._started = time.perf_counter()
+class Stopwatch:
+    """Seconds of stretches of training, stopped and started around validations. On a GPU
+    the marks are CUDA events recorded in the stream, so the host never waits for the device
+    and queued work counts where it runs; `seconds` reads them once the work is done."""
 
-    def _stop_clock(self) -> None:
-        if self._started is not None:
-            self._wait_for_device()
-            self._seconds += time.perf_counter() - self._started
-            self._started = None
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._stretches: list[tuple[Any, Any]] = []
+        self._start: Any = None
+
+    def start(self) -> None:
+        if self._start is None:
+            self._start = self._mark()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            self._stretches.append((self._start, self._mark()))
+            self._start = None
+
+    def _mark(self) -> Any:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    @property
+    def seconds(self) -> float:
+        if not self.cuda:
+            return sum(end - start for start, end in self._stretches)
+        if self._stretches:
+            self._stretches[-1][1].synchronize()
+        return sum(start.elapsed_time(end) for start, end in self._stretches) / 1000
 
 
 def _batch_size(batch: Any) -> int:

@@ -7,6 +7,13 @@ falls below `error_threshold` it is divided by `factor` again. PyTorch's MultiSt
 warm-up and constant schedules of `reslab.schedules`) update the group's current lr in place,
 multiplying at each milestone, so a milestone inside the warm-up scales the warm-up lr and
 the two never fight: the lr is always schedule(step) x (factor while warming up, else 1).
+
+The rule reads the per-step training errors where the module hands them to the loggers
+(reslab.callbacks.step_log), every `trainer.log_every_n_steps` steps, so that training never
+waits for the device to report a number: the step whose error crossed the threshold is found
+exactly, and the lr goes back at the end of the flush interval it falls in. With the paper's
+recipe (a warm-up of about 400 steps of 64,000) a lag of up to log_every_n_steps steps at
+0.01 does not matter; `trainer.log_every_n_steps=1` makes the switch immediate.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from collections import deque
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
+import torch
 
+from reslab.callbacks.step_log import FlushedSteps, StepLog
 from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
@@ -32,7 +41,8 @@ class WarmupUntilError(pl.Callback):
     only_depths: act only when the network's depth (`pl_module.net.depth`, as the builder of
     `reslab.models` sets it) is one of these; null acts on every network. This is how one
     sweep over depths warms up only its 110-layer jobs. monitor: the per-step training error
-    the LightningModule logs.
+    the LightningModule records. `switch_step` is the step from which the lr is back (the end of
+    the flush interval), `crossed_step` the step whose error ended the warm-up.
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class WarmupUntilError(pl.Callback):
         self.monitor = monitor
         self.state = PENDING
         self.switch_step: int | None = None
+        self.crossed_step: int | None = None
         self._recent: deque[float] = deque(maxlen=window)
 
     def applies_to(self, pl_module: pl.LightningModule) -> bool:
@@ -80,32 +91,40 @@ class WarmupUntilError(pl.Callback):
         if not self.applies_to(pl_module):
             self.state = INACTIVE
             return
+        if not isinstance(getattr(pl_module, "step_log", None), StepLog):
+            raise ConfigError(
+                "callbacks.warmup_until_error needs the per-step training errors that "
+                "reslab.module.ClassificationModule records (its step_log)"
+            )
         self._scale_lr(trainer, self.factor)
         self.state = WARMING_UP
         log.info("warm-up: lr x %g until the training error is below %g", self.factor, self.error_threshold)
 
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
-    ) -> None:
+    def on_train_steps_flushed(self, trainer: pl.Trainer, pl_module: pl.LightningModule, steps: FlushedSteps) -> None:
         if self.state != WARMING_UP:
             return
-        error = trainer.callback_metrics.get(self.monitor)
-        if error is None:
+        errors = steps.values.get(self.monitor)
+        if errors is None:
             raise ConfigError(
-                f"callbacks.warmup_until_error.monitor={self.monitor!r} is not logged at every training step; "
-                f"logged: {sorted(trainer.callback_metrics)}"
+                f"callbacks.warmup_until_error.monitor={self.monitor!r} is not a per-step training value; "
+                f"the module records: {', '.join(steps.values)}"
             )
-        # Every rank must switch at the same step, or the replicas would train with different lrs.
-        error = trainer.strategy.reduce(error.detach().float().clone(), reduce_op="mean")
-        self._recent.append(float(error))
-        if len(self._recent) == self.window and sum(self._recent) / self.window < self.error_threshold:
-            self._scale_lr(trainer, 1.0 / self.factor)
-            self.state = DONE
-            self.switch_step = trainer.global_step
-            log.info(
-                "warm-up ended after %d steps (training error %.3f): lr back to the schedule",
-                self.switch_step, float(error),
-            )
+        if trainer.world_size > 1:
+            # Every rank must switch at the same step, or the replicas would train with different
+            # lrs: the rule reads the errors averaged over the ranks (one all-reduce per flush).
+            errors = trainer.strategy.reduce(torch.tensor(errors, device=pl_module.device), reduce_op="mean").tolist()
+        for step, error in zip(steps.steps, errors):
+            self._recent.append(float(error))
+            if len(self._recent) == self.window and sum(self._recent) / self.window < self.error_threshold:
+                self._scale_lr(trainer, 1.0 / self.factor)
+                self.state = DONE
+                self.crossed_step = step
+                self.switch_step = trainer.global_step
+                log.info(
+                    "warm-up ended: training error %.3f at step %d; lr back to the schedule from step %d",
+                    error, step, self.switch_step,
+                )
+                return
 
     def _scale_lr(self, trainer: pl.Trainer, scale: float) -> None:
         for optimizer in trainer.optimizers:
@@ -113,9 +132,15 @@ class WarmupUntilError(pl.Callback):
                 group["lr"] *= scale
 
     def state_dict(self) -> dict:
-        return {"state": self.state, "switch_step": self.switch_step, "recent": list(self._recent)}
+        return {
+            "state": self.state,
+            "switch_step": self.switch_step,
+            "crossed_step": self.crossed_step,
+            "recent": list(self._recent),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.state = state_dict["state"]
         self.switch_step = state_dict.get("switch_step")
+        self.crossed_step = state_dict.get("crossed_step")
         self._recent = deque(state_dict.get("recent", []), maxlen=self.window)

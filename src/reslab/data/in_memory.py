@@ -77,7 +77,11 @@ class TensorBatchDataset(Dataset):
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         # DataLoader calls this with a whole batch of sampler indices when it exists.
-        index = torch.as_tensor(indices, dtype=torch.long, device=self.split.labels.device)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        if self.split.labels.is_cuda:
+            # From pinned memory without blocking: a plain host-to-GPU copy waits for all the
+            # work queued on the GPU, once per batch.
+            index = index.pin_memory().to(self.split.labels.device, non_blocking=True)
         return self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
 
 
