@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from reslab import checks
 from reslab.cluster import check_cluster_layout
 from reslab.errors import ConfigError
+from reslab.speed import check_speed
 
 # What a job does (`task`), and what it does when it fails (`on_error`; conf/train.yaml).
 TASKS = ("train", "eval", "toy_chain")
@@ -46,6 +47,7 @@ def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
     if cfg.task not in NETWORK_TASKS:
         return
     checks.check_settings(cfg)
+    check_speed(**(cfg.get("speed") or {}))
     check_cluster_layout(launcher if launcher is not None else OmegaConf.select(cfg, "hydra.launcher"), cfg.trainer)
     import torch
 
