@@ -57,6 +57,18 @@ def run_cli(module: str, args: list[str], cwd: Path, timeout: int = 300, check: 
     return proc
 
 
+@pytest.fixture(autouse=True)
+def _hydra_version_base_per_test():
+    """Hydra's `initialize*(version_base=...)` sets the version base for the whole process and
+    never restores it; Hydra's own plugin test suites (the node_parallel launcher's) expect the
+    unset default. Each test starts from the base the one before it found."""
+    from hydra.version import VersionBase
+
+    saved = VersionBase.instance().getbase()
+    yield
+    VersionBase.instance().version_base = saved
+
+
 @pytest.fixture
 def train(tmp_path):
     """`train(*overrides)` runs reslab-train in tmp_path and returns the process."""

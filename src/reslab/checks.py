@@ -144,11 +144,8 @@ def runs_elsewhere(cfg: DictConfig) -> bool:
     a running job's own config does not) and the sweep's launcher runs jobs on other machines."""
     if "hydra" not in cfg:
         return False
-    from hydra.core.hydra_config import HydraConfig
-
-    # The sweep's own Hydra config: a composed job holds the task overrides only, not hydra/launcher.
-    hydra = HydraConfig.get() if HydraConfig.initialized() else cfg.hydra
-    target = OmegaConf.select(hydra, "launcher._target_", default=None)
+    # The sweep's pre-check composes each job with the sweep's hydra overrides (its launcher).
+    target = OmegaConf.select(cfg, "hydra.launcher._target_", default=None)
     return isinstance(target, str) and target.endswith(REMOTE_LAUNCHERS)
 
 
