@@ -38,8 +38,9 @@ from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
 
-# Hydra's default sweeper, named by its config's target (compared as text, never imported).
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+# Hydra's default (grid) sweeper, known by the class name its config's target ends with: it
+# lives in Hydra's private package, which ResLab never imports.
+BASIC_SWEEPER = "BasicSweeper"
 CONFIG_NAME = "train"
 
 
@@ -55,7 +56,11 @@ def sweep_arguments(config: DictConfig) -> list[str]:
 
 
 def is_grid_sweep(config: DictConfig) -> bool:
-    return OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
+    return is_basic_sweeper(OmegaConf.select(config, "hydra.sweeper._target_"))
+
+
+def is_basic_sweeper(target: str | None) -> bool:
+    return str(target).rsplit(".", 1)[-1] == BASIC_SWEEPER
 
 
 def expand_grid(config: DictConfig) -> list[list[str]]:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reslab import job as job_files
 from reslab.job import METRICS_FILE, MULTIRUN_FILE, RUNNING, UnreadableJobFile, model_family
-from reslab.sweep import BASIC_SWEEPER, expand_grid, is_grid_sweep
+from reslab.sweep import expand_grid, is_basic_sweeper, is_grid_sweep
 
 log = logging.getLogger("reslab")
 
@@ -188,7 +188,7 @@ def load_sweep(sweep_dir: Path) -> Sweep:
     missing = [point for point in grid if frozenset(point) not in started]
     # Hydra's basic sweeper writes multirun.yaml, sampling sweepers do not; each job names its sweeper.
     sweepers = {job.sweeper for job in jobs if job.sweeper}
-    sampled = not is_grid_sweep(multirun) if multirun is not None else bool(sweepers - {BASIC_SWEEPER})
+    sampled = not is_grid_sweep(multirun) if multirun is not None else any(not is_basic_sweeper(s) for s in sweepers)
     return Sweep(sweep_dir, jobs, grid, missing, experiment_name(sweep_dir, jobs, multirun), sampled)
 
 
