@@ -39,10 +39,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_module
-from hydra.utils import instantiate
 
+from loop_overhead import plain_loop  # the same hand-written loop as the loop-overhead benchmark
 from reslab.job import read_results
 from reslab.sweep import expand_grid
 
@@ -74,33 +73,8 @@ def grid_jobs(experiment: str, overrides: list[str]) -> list[list[str]]:
 
 
 def plain_training_time(experiment: str, overrides: list[str], job: list[str]) -> float:
-    """Seconds a hand-written loop spends training one job of the grid."""
-    with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
-        cfg = compose("train", [f"experiment={experiment}", *overrides, *job])
-    torch.manual_seed(cfg.seed)
-    net = instantiate(cfg.model).train()
-    data = instantiate(cfg.data)
-    data.setup("fit")
-    optimizer = instantiate(cfg.optimizer)(params=net.parameters())
-    schedule = instantiate(cfg.scheduler)(optimizer) if cfg.get("scheduler") else None
-    per_step = schedule is not None and schedule["interval"] == "step"
-    loader, max_steps, step = data.train_dataloader(), cfg.trainer.max_steps, 0
-    start = time.perf_counter()
-    while step < max_steps:
-        for batch in loader:
-            images, labels = data.transform_batch(batch, train=True)
-            loss = F.cross_entropy(net(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if per_step:
-                schedule["scheduler"].step()
-            step += 1
-            if step == max_steps:
-                break
-        if schedule is not None and not per_step:
-            schedule["scheduler"].step()
-    return time.perf_counter() - start
+    """Seconds a hand-written loop spends training one job of the grid (loop_overhead's loop)."""
+    return plain_loop([f"experiment={experiment}", *overrides, *job], device="cpu")["seconds"]
 
 
 def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dict:

@@ -23,8 +23,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,15 +90,6 @@ def fixed_overrides(config: DictConfig) -> list[str]:
 
 class FolderBusy(ConfigError):
     """Another live process holds the folder."""
-
-
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    lock = acquire_folder(folder)
-    try:
-        yield
-    finally:
-        release_folder(lock)
 
 
 def acquire_folder(folder: Path) -> Path:
