@@ -11,8 +11,9 @@ the learning-rate schedule. The plain side is a hand-written loop in this proces
 cross-entropy, backward, step, schedule; no Lightning, no logging, no validation, no
 checkpoints. ResLab's side is a real `reslab-train` run in a subprocess with validation and
 testing off and everything else as configured (loggers: CSV alone and the default CSV + W&B
-offline, checkpoints, callbacks). On CUDA both sides run as `trainer=gpu` does: data on the
-device, bf16 autocast, channels_last, cuDNN benchmark, TF32 matmuls.
+offline, checkpoints, callbacks). Both sides use the memory layout ResLab picks
+(`speed.channels_last`, auto: NHWC on the CPU and CUDA); on CUDA both run as `trainer=gpu`
+does: data on the device, bf16 autocast, cuDNN benchmark, TF32 matmuls.
 
 Two ratios per case (median and best of interleaved repeats):
 - whole run: ResLab's training time (Lightning's Timer, `train_time_s`) over the plain loop's
@@ -43,6 +44,8 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
+from reslab.speed import channels_last_on
+
 # name: (overrides of both sides, what is compared, goal)
 CASES = {
     "digits8": (["experiment=digits_degradation", "model=resnet", "model.depth=8", "trainer.max_steps=600"], "time", 1.10),
@@ -70,11 +73,13 @@ def plain_loop(
     compile: str | None = None,
 ) -> dict[str, float]:
     """Seconds a hand-written loop needs for the configured steps, and for those after `skip`.
-    bf16 autocast and channels_last default to what `trainer=gpu` does: on for CUDA, off for the CPU."""
+    bf16 autocast defaults to what `trainer=gpu` does (on for CUDA, off for the CPU), channels_last
+    to what ResLab's module does with the config's `speed.channels_last` on this device."""
     cfg = composed(overrides)
     cuda = device == "cuda"
     bf16 = cuda if bf16 is None else bf16
-    channels_last = cuda if channels_last is None else channels_last
+    if channels_last is None:
+        channels_last = channels_last_on(cfg.speed.channels_last, device)
     torch.manual_seed(cfg.seed)
     net = instantiate(cfg.model).train().to(device)
     data = instantiate(cfg.data)

@@ -4,6 +4,7 @@
     python benchmarks/main_job.py seed=0                           # one seed per grid point
     python benchmarks/main_job.py trainer.max_steps=60 --json out.json
     python benchmarks/main_job.py --reslab-only seed=0 hydra/launcher=basic   # ResLab alone, jobs in turn
+    python benchmarks/main_job.py --floor                          # also the floor of side-by-side jobs
 
 ResLab's side is the README's first command after installation, as a user runs it:
 `reslab-train -m experiment=digits_degradation && reslab-report`, timed from start to the
@@ -15,6 +16,10 @@ pipeline (the datamodule's tensors, loader and `transform_batch`), the same opti
 learning-rate schedule from the configs, the same steps and batch size; no Lightning, no
 logging, no validation, no checkpoints. Its time is the training loop's alone, data loading
 and network building excluded.
+
+`--floor` also trains the grid with the plain loop at one thread per job: that time over the
+cores is what running jobs side by side can reach at best (every core busy, nothing but
+training), so it says how far the goal is from this machine's own limit.
 
 Printed: both times, the ratio ResLab end to end / plain training (goal <= 0.7, stretch 0.5),
 the machine (cores, and how much of them other processes used meanwhile) and the command that
@@ -72,9 +77,15 @@ def grid_jobs(experiment: str, overrides: list[str]) -> list[list[str]]:
     return expand_grid(config)
 
 
-def plain_training_time(experiment: str, overrides: list[str], job: list[str]) -> float:
-    """Seconds a hand-written loop spends training one job of the grid (loop_overhead's loop)."""
-    return plain_loop([f"experiment={experiment}", *overrides, *job], device="cpu")["seconds"]
+def plain_training_time(experiment: str, overrides: list[str], job: list[str], threads: int | None = None) -> float:
+    """Seconds a hand-written loop spends training one job of the grid (loop_overhead's loop),
+    with torch's default threads (all cores) or `threads`."""
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads or default)
+    try:
+        return plain_loop([f"experiment={experiment}", *overrides, *job], device="cpu")["seconds"]
+    finally:
+        torch.set_num_threads(default)
 
 
 def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dict:
@@ -89,6 +100,7 @@ def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dic
     subprocess.run(report, check=True, capture_output=True, cwd=workdir, env=env)
     end = time.perf_counter()
     records = [read_results(path.parent) for path in sweep_dir.glob("*/results.json")]
+    jobs_wall_s = sum(r.get("wall_time_s") or 0 for r in records if r)
     return {
         "end_to_end_s": end - start,
         "sweep_s": sweep_done - start,
@@ -96,6 +108,11 @@ def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dic
         "jobs": len(records),
         "completed": sum(1 for r in records if r and r.get("status") == "completed"),
         "jobs_train_time_s": sum(r.get("train_time_s") or 0 for r in records if r),
+        "jobs_wall_time_s": jobs_wall_s,
+        # The sweep's time outside its jobs, with node_parallel's default of one job per core:
+        # Python and Hydra start-up, the pre-check of every job, the job processes' imports, and
+        # the end, where one core waits for the other's last job.
+        "outside_jobs_s": (sweep_done - start) - jobs_wall_s / min(os.cpu_count() or 1, len(records) or 1),
     }
 
 
@@ -107,23 +124,29 @@ def main() -> None:
     parser.add_argument(
         "--reslab-only", action="store_true", help="time ResLab's side alone, e.g. to compare launcher settings"
     )
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also time the plain loop with one thread per job: the grid's time with every core busy "
+        "and nothing else, the least that running jobs side by side can reach",
+    )
     parser.add_argument("overrides", nargs="*", help="overrides for both sides, e.g. seed=0")
     args = parser.parse_args()
 
     jobs = grid_jobs(args.experiment, args.overrides)
+    cores = os.cpu_count() or 1
     machine_before, own_before, wall_before = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-    plain_runs, reslab_runs = [], []
+    plain_runs, reslab_runs, one_thread_runs = [], [], []
     with tempfile.TemporaryDirectory(prefix="reslab-main-job-") as workdir:
         for _ in range(args.repeats):
             if not args.reslab_only:
                 plain_runs.append([plain_training_time(args.experiment, args.overrides, job) for job in jobs])
+            if args.floor:
+                one_thread_runs.append([plain_training_time(args.experiment, args.overrides, job, threads=1) for job in jobs])
             reslab_runs.append(reslab_main_job(args.experiment, args.overrides, Path(workdir)))
     wall = time.perf_counter() - wall_before
     machine_after = machine_cpu_seconds()
     # What other processes took from the cores meanwhile: the comparison needs a quiet machine.
     others = None if machine_before is None else (machine_after - machine_before) - (own_cpu_seconds() - own_before)
-    cores = os.cpu_count() or 1
-
     command = " ".join(["python", "benchmarks/main_job.py", *sys.argv[1:]])
     reslab = {key: statistics.median(run[key] for run in reslab_runs) for key in reslab_runs[0]}
     varying = [[o for o in job if any(o not in other for other in jobs)] for job in jobs]
@@ -133,13 +156,27 @@ def main() -> None:
         plain_s = statistics.median(sum(run) for run in plain_runs)
         ratio = reslab["end_to_end_s"] / plain_s
         print(f"plain PyTorch loop, one job after another, training only: {plain_s:8.1f} s")
-        for job, seconds in zip(varying, plain_runs[-1]):
-            print(f"    {' '.join(job):<40} {seconds:7.1f} s")
+        one_thread = one_thread_runs[-1] if one_thread_runs else [None] * len(jobs)
+        for job, seconds, seconds_1 in zip(varying, plain_runs[-1], one_thread):
+            alone = "" if seconds_1 is None else f"   (1 thread: {seconds_1:5.1f} s)"
+            print(f"    {' '.join(job):<40} {seconds:7.1f} s{alone}")
+    floor = None
+    if plain_runs and one_thread_runs:
+        # Every core training a 1-thread job, with no start-up, validation, logging or tail.
+        floor = statistics.median(sum(run) for run in one_thread_runs) / cores / plain_s
+        print(
+            f"the floor of side-by-side jobs: the 1-thread loops together / {cores} cores = {floor:.2f}x the plain "
+            f"loop's time (how much faster {cores} threads train one job than 1 thread sets it)"
+        )
     print(
         f"ResLab main job end to end (sweep + report):             {reslab['end_to_end_s']:8.1f} s"
         f"  (sweep {reslab['sweep_s']:.1f} s, report {reslab['report_s']:.1f} s; "
         f"{reslab['completed']:.0f}/{reslab['jobs']:.0f} jobs completed, their training loops "
         f"{reslab['jobs_train_time_s']:.1f} s together)"
+    )
+    print(
+        f"    jobs' own wall time together {reslab['jobs_wall_time_s']:.1f} s; the sweep's time outside its jobs "
+        f"(start-up, pre-check, job processes' imports, last job's tail), one job per core: {reslab['outside_jobs_s']:.1f} s"
     )
     if ratio is not None:
         verdict = "stretch goal met" if ratio <= STRETCH else "goal met" if ratio <= GOAL else "goal NOT met"
@@ -157,6 +194,8 @@ def main() -> None:
             "overrides": args.overrides,
             "jobs": [" ".join(job) for job in varying],
             "plain_training_s": plain_runs,
+            "plain_one_thread_training_s": one_thread_runs,
+            "side_by_side_floor": floor,
             "reslab": reslab_runs,
             "ratio": ratio,
             "cpu_cores": cores,

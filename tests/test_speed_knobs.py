@@ -75,10 +75,13 @@ def test_channels_last_weights_and_batches():
     fit(module, steps=1)
     assert module.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
-    # auto: only on CUDA
+    # auto: on the CPU too (oneDNN's convolutions are faster in NHWC); false: the default layout
     auto = small_module()
     fit(auto, steps=1)
-    assert auto.net.conv1.weight.is_contiguous() and not auto.channels_last
+    assert auto.channels_last and auto.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    off = small_module(channels_last=False)
+    fit(off, steps=1)
+    assert off.net.conv1.weight.is_contiguous() and not off.channels_last
     # the weights load into a network in the default layout
     small_module().load_state_dict(module.state_dict())
 

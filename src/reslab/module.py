@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from reslab.callbacks.step_log import FlushStepLog, StepLog
-from reslab.speed import check_speed
+from reslab.speed import channels_last_on, check_speed
 
 # The per-step training values, in the order the module records them.
 STEP_VALUES = ("train/loss", "train/err")
@@ -33,8 +33,9 @@ class ClassificationModule(pl.LightningModule):
     - compile: false; true = `torch.compile` with its default backend (inductor); or a backend's
       name. The network is compiled in place (`nn.Module.compile`), so checkpoints hold the same
       parameter names with and without it and compiled and eager runs resume each other.
-    - channels_last: true, false or auto (on CUDA): the network's weights and every input batch
-      in NHWC memory order, which cuDNN's tensor-core convolutions (bf16, TF32) prefer.
+    - channels_last: true, false or auto (on CUDA and the CPU): the network's weights and every
+      input batch in NHWC memory order, which cuDNN's tensor-core convolutions (bf16, TF32) and
+      oneDNN's CPU convolutions prefer.
     - float32_matmul_precision: torch.set_float32_matmul_precision (highest, high, medium), or
       auto: "high" (TF32 matrix products) on CUDA, unchanged elsewhere.
     """
@@ -77,13 +78,14 @@ class ClassificationModule(pl.LightningModule):
         if self._speed_applied:
             return
         self._speed_applied = True
-        on_cuda = self.trainer.strategy.root_device.type == "cuda"
+        device_type = self.trainer.strategy.root_device.type
+        on_cuda = device_type == "cuda"
         precision = self.matmul_precision_setting
         if precision == "auto":
             precision = "high" if on_cuda else None
         if precision is not None:
             torch.set_float32_matmul_precision(precision)
-        self.channels_last = on_cuda if self.channels_last_setting == "auto" else bool(self.channels_last_setting)
+        self.channels_last = channels_last_on(self.channels_last_setting, device_type)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         if self.compile_backend is not None:
