@@ -1,6 +1,6 @@
 """Bad settings are refused before any work, alone and inside a sweep: the trainer's (judged by
 Lightning), the optimiser's ranges, and the folder a job writes to. One line each, naming the
-key and what is allowed, exit code 2, no traceback. A batch larger than the training split is
+key and what is allowed, exit code 2, no traceback, the folder's lock let go. A batch larger than the training split is
 allowed and said."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from conftest import REPO
 from reslab.checks import check_settings
 from reslab.errors import ConfigError
+from reslab.job import LOCK_FILE
 
 CONF = REPO / "conf"
 # An accelerator Lightning knows that this machine does not have.
@@ -32,6 +33,9 @@ BAD_INPUTS = [
     ("optimizer.lr=0", "optimizer.lr", "> 0"),
     ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay", ">= 0"),
     ("paths.output_dir=blocker/out", "paths.output_dir", "blocker is a file"),
+    # a key the target does not take: named, with the keys the config has
+    ("+data.foo=1", "data.foo is not a setting of reslab.data.DigitsDataModule", "batch_size, crop_padding"),
+    ("+model.widht=16", "model.widht is not a setting", "stride_in_1x1, style, width, zero_init_residual"),
 ]
 
 
@@ -72,6 +76,8 @@ def test_bad_input_is_refused_in_one_line(train, tmp_path, override, key, allowe
     assert proc.returncode == 2 and len(lines) == 1
     assert key in lines[0] and allowed in lines[0]
     assert not trained_anything(tmp_path)
+    # The refused run let its folder go: the next run there starts without taking over a lock.
+    assert not (tmp_path / "job" / LOCK_FILE).exists()
 
 
 def test_bad_inputs_stop_a_sweep_before_its_first_job(train, tmp_path):

@@ -10,6 +10,7 @@ each job starts (single runs, sampled sweeps). It builds what can be wrong cheap
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hydra.errors import InstantiationException
@@ -30,13 +31,31 @@ NETWORK_TASKS = ("train", "eval")
 
 def instantiate(node: Any, **kwargs: Any) -> Any:
     """hydra.utils.instantiate, but a ConfigError raised by the target comes out as itself
-    (Hydra wraps it), so the user sees its message alone."""
+    (Hydra wraps it), so the user sees its message alone; and a key the target does not take
+    (`+data.foo=1`) is a ConfigError naming it and the keys the config has."""
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
+        unknown = _unexpected_keyword(error.__cause__)
+        if unknown is not None and isinstance(node, DictConfig):
+            # Hydra's message names the node ("full_key: data"); the config's keys are the settings.
+            where = re.search(r"full_key: (\S+)", str(error))
+            group = where.group(1) if where else str(node.get("_target_"))
+            settings = ", ".join(sorted(str(key) for key in node if not str(key).startswith("_") and key != unknown))
+            raise ConfigError(
+                f"{group}.{unknown} is not a setting of {node.get('_target_')}; its settings are: {settings}"
+            ) from None
         raise
+
+
+def _unexpected_keyword(error: BaseException | None) -> str | None:
+    """The argument name of Python's "got an unexpected keyword argument 'x'" TypeError."""
+    if not isinstance(error, TypeError):
+        return None
+    found = re.search(r"unexpected keyword argument '([^']+)'", str(error))
+    return found.group(1) if found else None
 
 
 def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:

@@ -17,6 +17,7 @@ was interrupted by SIGINT/SIGTERM.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import logging
@@ -186,6 +187,9 @@ class SweepOwner(Callback):
         except ConfigError as error:
             log.error("%s", error)
             raise SystemExit(2) from None
+        # A run that ends by SystemExit (a configuration error, an exit code) skips Hydra's
+        # on_run_end / on_multirun_end; the folder is let go when the process ends all the same.
+        atexit.register(self._let_go)
 
     def _let_go(self) -> None:
         if self._lock is not None:
