@@ -111,6 +111,40 @@ def test_a_second_sweep_into_a_held_folder_is_refused_and_a_stale_lock_is_taken_
     assert not (sweep / LOCK_FILE).exists()
 
 
+def test_a_sweep_whose_folders_are_named_by_job_number_is_checked_before_it_starts(tmp_path):
+    # `hydra.sweep.subdir=job${hydra.job.num}` holds an interpolation that only a launched job can
+    # resolve; the pre-check reads the overrides as written and still checks every job.
+    sweep = tmp_path / "sweep"
+    proc = run_cli("reslab.train", sweep_args(sweep, "model.depth=8", "optimizer.lr=0,0.1"), tmp_path, check=False)
+
+    assert proc.returncode == 2, output(proc)[-3000:]
+    assert "checked" not in output(proc) and output(proc).count("optimizer.lr=0 must be a number > 0") == 1
+    assert not list(sweep.rglob("results.json"))
+
+
+def test_a_killed_job_costs_the_sweep_neither_its_summary_nor_its_lock(tmp_path):
+    # A job process killed from outside reports nothing; the launcher records it lost and Hydra's
+    # sweeper raises once the batch has run, skipping the sweep's end: the summary comes at exit.
+    sweep = tmp_path / "sweep"
+    args = sweep_args(sweep, "model.depth=8", "trainer.max_steps=24,100000", "hydra/launcher=node_parallel",
+                      "hydra.launcher.gpus=[]")
+    proc = subprocess.Popen([sys.executable, "-m", "reslab.train", *args], cwd=tmp_path, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    long_job = sweep / "job1"
+    deadline = time.monotonic() + 180
+    while not (long_job / "metrics.csv").exists():  # the long job is training
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.2)
+    os.kill(record(long_job)["pid"], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=180)
+
+    assert proc.returncode == 1, out[-3000:]
+    assert record(sweep / "job0")["status"] == "completed"
+    assert record(long_job)["status"] == "failed" and "SIGKILL" in record(long_job)["error"]
+    assert f"sweep {sweep}: 1 completed, 1 failed" in out
+    assert not (sweep / LOCK_FILE).exists()
+
+
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_the_step_reached_and_exits_non_zero(tmp_path, signum, exit_code):
     job = tmp_path / "job"

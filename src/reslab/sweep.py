@@ -25,12 +25,15 @@ import os
 import socket
 import time
 from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hydra import compose
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reslab import job
 from reslab.errors import ConfigError
@@ -46,12 +49,19 @@ CONFIG_NAME = "train"
 # ----------------------------------------------------------------------------- the jobs of a sweep
 
 
+def as_written(config: DictConfig, key: str, empty: Any) -> Any:
+    """The node at `key` as plain Python with its interpolations left unresolved, as Hydra reads
+    override strings (`hydra.sweep.subdir=job${hydra.job.num}` resolves only inside a job)."""
+    node = OmegaConf.select(config, key)
+    return empty if node is None else OmegaConf.to_container(node, resolve=False)
+
+
 def sweep_arguments(config: DictConfig) -> list[str]:
     """The sweep's overrides as the basic sweeper reads them: `hydra.sweeper.params` first,
     then the command line's task overrides (a later key replaces an earlier one)."""
-    params = OmegaConf.select(config, "hydra.sweeper.params") or {}
+    params = as_written(config, "hydra.sweeper.params", {})
     arguments = [f"{key}={value}" for key, value in params.items()]
-    return arguments + list(OmegaConf.select(config, "hydra.overrides.task") or [])
+    return arguments + as_written(config, "hydra.overrides.task", [])
 
 
 def is_grid_sweep(config: DictConfig) -> bool:
@@ -82,7 +92,7 @@ def expand_grid(config: DictConfig) -> list[list[str]]:
 
 def fixed_overrides(config: DictConfig) -> list[str]:
     """The command line's overrides that do not vary between the jobs of any sweeper."""
-    overrides = OverridesParser.create().parse_overrides(list(OmegaConf.select(config, "hydra.overrides.task") or []))
+    overrides = OverridesParser.create().parse_overrides(as_written(config, "hydra.overrides.task", []))
     return [o.input_line for o in overrides if not o.is_sweep_override()]
 
 
@@ -159,6 +169,7 @@ class SweepOwner(Callback):
 
     def __init__(self) -> None:
         self._lock: Path | None = None
+        self._unsummarised: Path | None = None  # a sweep that has started and not been summarised
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._hold(Path(config.hydra.run.dir))
@@ -173,9 +184,14 @@ class SweepOwner(Callback):
         except SystemExit:
             self._let_go()
             raise
+        # Hydra's basic sweeper raises once a batch in which a launcher reported a job lost (a
+        # killed process) has run, and then skips on_multirun_end: the summary comes at exit.
+        self._unsummarised = Path(config.hydra.sweep.dir)
+        atexit.register(self._summarise_at_exit)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._let_go()
+        self._unsummarised = None
         sweep_dir = Path(config.hydra.sweep.dir)
         statuses = report_sweep_end(sweep_dir)
         if any(status != job.COMPLETED for status in statuses):
@@ -190,6 +206,11 @@ class SweepOwner(Callback):
         # A run that ends by SystemExit (a configuration error, an exit code) skips Hydra's
         # on_run_end / on_multirun_end; the folder is let go when the process ends all the same.
         atexit.register(self._let_go)
+
+    def _summarise_at_exit(self) -> None:
+        if self._unsummarised is not None:
+            sweep_dir, self._unsummarised = self._unsummarised, None
+            report_sweep_end(sweep_dir)
 
     def _let_go(self) -> None:
         if self._lock is not None:
@@ -210,24 +231,47 @@ class SweepOwner(Callback):
             log.error("configuration error: %s", error)
             raise SystemExit(2) from None
         problems = []
-        for overrides in jobs:
+        for number, overrides in enumerate(jobs):
             try:
                 # With the sweep's own hydra overrides (its launcher above all): what a job may ask
                 # for depends on where it runs, e.g. GPUs on SLURM nodes, not on this login node.
                 job_config = compose(
                     config_name=CONFIG_NAME,
-                    overrides=[*config.hydra.overrides.hydra, *overrides],
+                    overrides=[*as_written(config, "hydra.overrides.hydra", []), *overrides],
                     return_hydra_config=True,
                 )
-                check_job(job_config)
+                with as_launched(job_config, number):
+                    check_job(job_config)
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
+            except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked
+                problems.append(f"  job {' '.join(overrides)}: could not be checked: {type(error).__name__}: {error}")
         if problems:
             log.error(
                 "configuration error in %d of %d jobs; nothing was run:\n%s", len(problems), len(jobs), "\n".join(problems)
             )
             raise SystemExit(2)
         log.info("checked the configs of %s", what)
+
+
+@contextmanager
+def as_launched(job_config: DictConfig, number: int) -> Iterator[None]:
+    """A sweep job's composed config as its launcher and Hydra's `run_job` complete it before the
+    job runs: its number (folders may be named by it, `hydra.sweep.subdir=job${hydra.job.num}`),
+    its output folder, and HydraConfig holding it, so that `${hydra:runtime.output_dir}` (the
+    job's `paths.output_dir`) is this job's folder, not the sweep's. HydraConfig is the sweep's
+    again afterwards."""
+    with open_dict(job_config):
+        job_config.hydra.job.num = job_config.hydra.job.id = number
+        folder = Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
+        job_config.hydra.runtime.output_dir = str(folder.absolute())
+    hydra_config = HydraConfig.instance()
+    sweeps_own = hydra_config.cfg
+    hydra_config.set_config(job_config)
+    try:
+        yield
+    finally:
+        hydra_config.cfg = sweeps_own
 
 
 def report_sweep_end(sweep_dir: Path) -> list[str]:
