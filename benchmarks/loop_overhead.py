@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 
-from reslab.speed import channels_last_on
+from reslab.speed import channels_last_on, matmul_precision_for
 
 # name: (overrides of both sides, what is compared, goal)
 CASES = {
@@ -87,7 +87,9 @@ def plain_loop(
     if cuda:
         data.move_to(torch.device(device))  # as the datamodule does under a GPU Trainer
         torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
+    precision = matmul_precision_for(cfg.speed.float32_matmul_precision, device)  # as the module sets it
+    if precision is not None:
+        torch.set_float32_matmul_precision(precision)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     if compile:
@@ -232,7 +234,7 @@ def print_comparison(result: dict) -> None:
 
 # ----------------------------------------------------------------------------- profile
 
-# (label, pstats function patterns): cumulative time of the first matching function per pattern.
+# (label, pstats (file, function) patterns): cumulative time of the functions each pattern matches, summed.
 PROFILE_PARTS = [
     ("training step, all of it", [("training_epoch_loop.py", "advance")]),
     ("  forward + loss (training_step)", [("reslab/module.py", "training_step")]),

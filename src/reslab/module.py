@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from reslab.callbacks.step_log import FlushStepLog, StepLog
-from reslab.speed import channels_last_on, check_speed
+from reslab.speed import channels_last_on, check_speed, matmul_precision_for
 
 # The per-step training values, in the order the module records them.
 STEP_VALUES = ("train/loss", "train/err")
@@ -79,10 +79,7 @@ class ClassificationModule(pl.LightningModule):
             return
         self._speed_applied = True
         device_type = self.trainer.strategy.root_device.type
-        on_cuda = device_type == "cuda"
-        precision = self.matmul_precision_setting
-        if precision == "auto":
-            precision = "high" if on_cuda else None
+        precision = matmul_precision_for(self.matmul_precision_setting, device_type)
         if precision is not None:
             torch.set_float32_matmul_precision(precision)
         self.channels_last = channels_last_on(self.channels_last_setting, device_type)

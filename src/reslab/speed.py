@@ -23,6 +23,14 @@ def channels_last_on(setting: bool | str, device_type: str) -> bool:
     return device_type in CHANNELS_LAST_AUTO_DEVICES if setting == "auto" else bool(setting)
 
 
+def matmul_precision_for(setting: str, device_type: str) -> str | None:
+    """The torch.set_float32_matmul_precision value a run on `device_type` sets for a
+    `speed.float32_matmul_precision` value; None: leave the process's setting alone."""
+    if setting != "auto":
+        return setting
+    return "high" if device_type == "cuda" else None
+
+
 def check_speed(compile: bool | str = False, channels_last: bool | str = "auto", float32_matmul_precision: str = "auto", **unknown: Any) -> None:
     """Raise ConfigError for a `speed.*` value that cannot be applied."""
     if unknown:

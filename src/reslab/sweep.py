@@ -24,9 +24,9 @@ import logging
 import os
 import socket
 import time
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra import compose
