@@ -239,8 +239,9 @@ def plan_node(
             )
         memory_fraction = 1.0 / jobs_per_gpu
     else:
-        # Small networks use a core far better alone than split across threads (two 1-thread
-        # jobs train at about twice the rate of one 2-thread job), so one job per core.
+        # Small networks use a core far better alone than split across threads (on 2 cores, two
+        # 1-thread digits jobs train 1.5-2x as fast as one 2-thread job: benchmarks/README.md),
+        # so one job per core.
         slots = [()] * (max_parallel or cpus)
     running = min(max_parallel or len(slots), num_jobs or len(slots), len(slots))
     slots = slots[: max(running, 1)]
