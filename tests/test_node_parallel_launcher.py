@@ -225,6 +225,17 @@ def test_the_longest_jobs_start_first_and_keep_their_numbers(tmp_path):
     assert [r["x"] for r in records] == [1, 3, 2]  # job folders 0, 1, 2 in the sweep's order
 
 
+def test_the_start_order_comes_from_the_composed_configs_when_the_overrides_do_not_give_it(tmp_path):
+    # The jobs' overrides give `length` no number (an interpolation): their configs must be read.
+    proc, records = run_sweep(
+        tmp_path, "hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=1", "hydra.launcher.longest_first_by=length",
+        "+x=1,3,2", "+length=${x}",
+    )
+
+    assert proc.returncode == 0, proc.stderr
+    assert [r["x"] for r in sorted(records, key=lambda r: r["start"])] == [3, 2, 1]
+
+
 def test_cpu_jobs_share_the_cores(tmp_path):
     proc, records = run_sweep(
         tmp_path,

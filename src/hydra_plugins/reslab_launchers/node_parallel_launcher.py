@@ -16,8 +16,11 @@ GPUs the slots are CPU cores: one job per core, since a small network uses a cor
 alone than split across threads. At most `max_parallel` jobs run at once; the CPU threads are
 divided among them. The next job starts as soon as a slot is free again: with
 `longest_first_by` (ResLab's preset: model.depth) the longest jobs first, so that the short
-ones fill the gaps at the end. On CPU slots a job's process goes on to the slot's next job, so
-torch and Lightning are imported once per slot, not once per job (`reuse_processes`).
+ones fill the gaps at the end (the order is read from the jobs' overrides where they set the
+key, else from their composed configs). A job's config is composed when its slot takes it, so
+the first jobs start without waiting for the whole sweep's. On CPU slots a job's process goes
+on to the slot's next job, so torch and Lightning are imported once per slot, not once per job
+(`reuse_processes`).
 
     reslab-train -m experiment=digits_degradation        # its default launcher: one job per core
     reslab-train -m ... hydra/launcher=node_parallel hydra.launcher.gpus=[0,1,2,3] \
@@ -296,8 +299,10 @@ def how_it_ended(exit_code: int) -> str:
 class _Job:
     idx: int
     overrides: list[str]
-    config: DictConfig  # the job's own (sweep) config
     payload: Path  # what its process unpickles: see _job_process
+    # The job's own (sweep) config, composed when the job is about to start (or when the start
+    # order needs it), so that the first jobs start without waiting for the whole sweep's.
+    config: DictConfig | None = None
 
     @property
     def result(self) -> Path:
@@ -380,20 +385,15 @@ class _Worker:
         self.process, self._replies = None, None
 
 
-def _not_started(job: _Job) -> JobReturn:
-    return JobReturn(
-        overrides=job.overrides,
-        task_name=str(job.config.hydra.job.name),
-        status=JobStatus.UNKNOWN,
-        _return_value=None,
-    )
+def _not_started(job: _Job, task_name: str) -> JobReturn:
+    return JobReturn(overrides=job.overrides, task_name=task_name, status=JobStatus.UNKNOWN, _return_value=None)
 
 
-def _failed_return(job: _Job, error: BaseException) -> JobReturn:
+def _failed_return(job: _Job, task_name: str, error: BaseException) -> JobReturn:
     return JobReturn(
         overrides=job.overrides,
         working_dir=os.getcwd(),
-        task_name=str(job.config.hydra.job.name),
+        task_name=task_name,
         status=JobStatus.FAILED,
         _return_value=error,
     )
@@ -423,6 +423,10 @@ class NodeParallelLauncher(Launcher):
         self._workers: set[_Worker] = set()
         self._lock = threading.Lock()
         self._stop_signal: int | None = None
+        # Jobs are composed from the slots' threads, one at a time (Hydra's config loader is
+        # not made for threads), with the Singleton state Hydra had when the sweep launched.
+        self._compose_lock = threading.Lock()
+        self._singleton_state: Any = None
 
     def setup(
         self,
@@ -460,8 +464,12 @@ class NodeParallelLauncher(Launcher):
             sweep_dir,
         )
         self._stop_signal = None
+        self._singleton_state = Singleton.get_state()
         with tempfile.TemporaryDirectory(prefix="reslab-node-parallel-") as workdir:
-            jobs = self._prepare_jobs(job_overrides, initial_job_idx, Path(workdir))
+            jobs = [
+                _Job(idx, list(overrides), Path(workdir) / f"job{idx}.pkl")
+                for idx, overrides in enumerate(job_overrides, start=initial_job_idx)
+            ]
             with self._passing_signals_on():
                 returns = self._run_side_by_side(jobs, plan)
         if self._stop_signal is not None:
@@ -471,24 +479,24 @@ class NodeParallelLauncher(Launcher):
             raise SystemExit(128 + self._stop_signal)
         return returns
 
-    def _prepare_jobs(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, workdir: Path
-    ) -> list[_Job]:
+    @property
+    def _task_name(self) -> str:
+        assert self.config is not None
+        return str(self.config.hydra.job.name)
+
+    def _prepare(self, job: _Job) -> DictConfig:
+        """The job's config, composed and written where its process reads it (once)."""
         import cloudpickle  # pickles task functions defined in __main__ or wrapped by hydra.main
 
         assert self.config is not None and self.hydra_context is not None
-        singleton_state = Singleton.get_state()
-        jobs = []
-        for offset, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + offset
-            config = self.hydra_context.config_loader.load_sweep_config(
-                self.config, list(overrides)
-            )
+        with self._compose_lock:
+            if job.config is not None:
+                return job.config
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job.overrides))
             with open_dict(config):
-                config.hydra.job.id = idx
-                config.hydra.job.num = idx
-            payload = workdir / f"job{idx}.pkl"
-            with payload.open("wb") as file:
+                config.hydra.job.id = job.idx
+                config.hydra.job.num = job.idx
+            with job.payload.open("wb") as file:
                 # Plain pickle first: the job's process needs our sys.path to unpickle the rest.
                 pickle.dump(sys.path, file)
                 cloudpickle.dump(
@@ -496,12 +504,12 @@ class NodeParallelLauncher(Launcher):
                         "config": config,
                         "hydra_context": self.hydra_context,
                         "task_function": self.task_function,
-                        "singleton_state": singleton_state,
+                        "singleton_state": self._singleton_state,
                     },
                     file,
                 )
-            jobs.append(_Job(idx, list(overrides), config, payload))
-        return jobs
+            job.config = config
+            return config
 
     def _run_side_by_side(self, jobs: list[_Job], plan: NodePlan) -> list[JobReturn]:
         pending: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -512,14 +520,25 @@ class NodeParallelLauncher(Launcher):
             for slot_done in [pool.submit(self._serve_slot, slot, plan, pending, returns) for slot in plan.slots]:
                 slot_done.result()
         # Hydra expects the returns in the sweep's order, whatever order the jobs ran in.
-        return [returns.get(job.idx) or _not_started(job) for job in jobs]
+        return [returns.get(job.idx) or _not_started(job, self._task_name) for job in jobs]
 
     def _start_order(self, jobs: list[_Job]) -> list[_Job]:
         if not self.longest_first_by:
             return jobs
-        lengths = {job.idx: _number_at(job.config, self.longest_first_by) for job in jobs}
+        key = self.longest_first_by
+        lengths = {job.idx: _number_in_overrides(job.overrides, key) for job in jobs}
+        if any(length is None for length in lengths.values()):
+            # Not set by every job's overrides: the composed configs say (every job composed now).
+            lengths = {job.idx: self._number_in_config(job, key) for job in jobs}
         # Stable: equal (or unknown, last) lengths keep the sweep's order.
         return sorted(jobs, key=lambda job: (lengths[job.idx] is None, -(lengths[job.idx] or 0)))
+
+    def _number_in_config(self, job: _Job, key: str) -> float | None:
+        try:
+            config = self._prepare(job)
+        except Exception:  # noqa: BLE001 - the job fails with this error when its turn comes
+            return None
+        return _number_at(config, key)
 
     def _serve_slot(
         self, slot: tuple[str, ...], plan: NodePlan, pending: "queue.SimpleQueue[_Job]", returns: dict
@@ -539,16 +558,17 @@ class NodeParallelLauncher(Launcher):
                     returns[job.idx] = self._run_job(job, slot, worker)
                 except Exception as error:  # noqa: BLE001 - the launcher's own fault: this job only
                     log.exception("%s could not be run", job.describe())
-                    returns[job.idx] = _failed_return(job, error)
+                    returns[job.idx] = _failed_return(job, self._task_name, error)
         finally:
             worker.close()
             with self._lock:
                 self._workers.discard(worker)
 
     def _run_job(self, job: _Job, slot: tuple[str, ...], worker: "_Worker") -> JobReturn:
+        self._prepare(job)
         with self._lock:  # so that a stopping sweep cannot miss a process that just started
             if self._stop_signal is not None:
-                return _not_started(job)
+                return _not_started(job, self._task_name)
             log.info(
                 "\t#%d on %s: %s",
                 job.idx,
@@ -581,7 +601,7 @@ class NodeParallelLauncher(Launcher):
             reason += f"; see its log in {job_dir}"
             record_lost_job(job_dir, reason, job.overrides)
         log.error("%s", reason)
-        return _failed_return(job, RuntimeError(reason))
+        return _failed_return(job, self._task_name, RuntimeError(reason))
 
     @contextlib.contextmanager
     def _passing_signals_on(self) -> Iterator[None]:
@@ -609,6 +629,22 @@ class NodeParallelLauncher(Launcher):
             "killing" if again else "passing it on to",
             len(running),
         )
+
+
+def _number_in_overrides(overrides: Sequence[str], key: str) -> float | None:
+    """The number a job's overrides give `key` (the last one that sets it wins, as in Hydra);
+    None where they do not set it, or not to a plain number."""
+    value = None
+    for override in overrides:
+        name, _, text = override.partition("=")
+        if name.lstrip("+") == key:
+            value = text
+        elif name == f"~{key}":  # deleted: whatever the config has left
+            value = None
+    try:
+        return None if value is None else float(value)
+    except ValueError:  # an interpolation, a string: the composed config says
+        return None
 
 
 def _number_at(config: DictConfig, key: str) -> float | None:
