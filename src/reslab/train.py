@@ -20,10 +20,12 @@ from omegaconf import DictConfig
 from reslab import cluster  # noqa: F401 - registers the resolver conf/hydra/launcher/slurm.yaml uses
 from reslab import distributed
 from reslab.console import quiet_console
+from reslab.process_exit import skip_collection_at_exit
 
 
 def main() -> None:
     """`reslab-train`. A DDP rank that Lightning started again runs its job, as rank 0 saved it."""
+    skip_collection_at_exit()
     sys.argv = distributed.relaunched_rank_argv(sys.argv) or sys.argv
     train_job()
 
