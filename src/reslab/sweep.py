@@ -35,7 +35,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from reslab import job
+from reslab import collector, job
 from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
@@ -242,6 +242,8 @@ class SweepOwner(Callback):
                 )
                 with as_launched(job_config, number):
                     check_job(job_config)
+                if number == 0:
+                    collector.started()  # the first check imported what this process keeps
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
             except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked

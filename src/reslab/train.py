@@ -18,14 +18,13 @@ import hydra
 from omegaconf import DictConfig
 
 from reslab import cluster  # noqa: F401 - registers the resolver conf/hydra/launcher/slurm.yaml uses
-from reslab import distributed
+from reslab import collector, distributed
 from reslab.console import quiet_console
-from reslab.process_exit import skip_collection_at_exit
 
 
 def main() -> None:
     """`reslab-train`. A DDP rank that Lightning started again runs its job, as rank 0 saved it."""
-    skip_collection_at_exit()
+    collector.start_paused()
     sys.argv = distributed.relaunched_rank_argv(sys.argv) or sys.argv
     train_job()
 
@@ -34,19 +33,20 @@ def main() -> None:
 def train_job(cfg: DictConfig) -> float | None:
     # Here, not in main(): this runs in every process that runs a job (a launcher's workers too).
     quiet_console()
-    from reslab.errors import ConfigError
-    from reslab.preflight import TASKS, check_choice
-    from reslab.tasks import task_function
-    from reslab.tasks.wrapper import run_task
+    with collector.job_collection():  # the collector waits while the job imports and builds: reslab.collector
+        from reslab.errors import ConfigError
+        from reslab.preflight import TASKS, check_choice
+        from reslab.tasks import task_function
+        from reslab.tasks.wrapper import run_task
 
-    try:
-        check_choice("task", cfg.task, TASKS)
-    except ConfigError as error:
-        import logging
+        try:
+            check_choice("task", cfg.task, TASKS)
+        except ConfigError as error:
+            import logging
 
-        logging.getLogger("reslab").error("configuration error: %s", error)
-        raise SystemExit(2) from None
-    return run_task(cfg, task_function(cfg.task))
+            logging.getLogger("reslab").error("configuration error: %s", error)
+            raise SystemExit(2) from None
+        return run_task(cfg, task_function(cfg.task))
 
 
 if __name__ == "__main__":

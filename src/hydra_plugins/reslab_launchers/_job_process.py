@@ -165,7 +165,7 @@ def serve(replies_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    from reslab.process_exit import skip_collection_at_exit
+    from reslab.collector import skip_collection_at_exit
 
     skip_collection_at_exit()  # the job's own exit handlers (W&B's teardown) still run first
     if sys.argv[1] == "--serve":

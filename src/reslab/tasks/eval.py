@@ -15,7 +15,7 @@ import logging
 import lightning.pytorch as pl
 from omegaconf import DictConfig
 
-from reslab import checkpoints
+from reslab import checkpoints, collector
 from reslab.module import ClassificationModule
 from reslab.preflight import instantiate
 from reslab.tasks.train import build_network_and_data, build_trainer, scalars
@@ -32,6 +32,7 @@ def evaluate(cfg: DictConfig, run: JobRun) -> None:
     ckpt_path = checkpoints.resume_path(cfg.ckpt_path, run.dir)
     if ckpt_path is not None:
         run.note(checkpoint=str(ckpt_path), checkpoint_step=checkpoints.check_checkpoint(ckpt_path, module))
+    collector.started()
     test = dict(model=module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, verbose=False)
 
     ten_crop = getattr(datamodule, "ten_crop_test", None)

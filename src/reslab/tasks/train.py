@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
-from reslab import checkpoints, distributed, job
+from reslab import checkpoints, collector, distributed, job
 from reslab.loggers import build_loggers, close_loggers
 from reslab.models import count_flops, count_parameters, model_summary
 from reslab.module import ClassificationModule
@@ -32,6 +32,7 @@ def train(cfg: DictConfig, run: JobRun) -> None:
     )
     trainer = build_trainer(cfg, run)
     ckpt_path = resume_checkpoint(cfg, run, module, trainer)
+    collector.started()
     with distributed.job_ranks(trainer, cfg, run.dir):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         # trainer.test replaces callback_metrics, so the final training values are kept first.
