@@ -1,5 +1,6 @@
 """reslab.collector: the cycle collector waits while a job starts, runs while it trains, and
-leaves nothing of a finished job uncollectable for the process's next job."""
+freezes only the first job's imports, so that nothing of a finished job stays uncollectable in a
+process that goes on to a sweep's next job."""
 
 import gc
 import subprocess
@@ -27,22 +28,34 @@ def collector_as_it_was():
         gc.disable()
 
 
-def test_a_job_starts_paused_trains_collecting_and_leaves_its_objects_collectable():
+def test_a_job_starts_paused_and_trains_collecting():
     gc.enable()
     with collector.job_collection():
-        assert not gc.isenabled()
-        built = Node()
+        assert not gc.isenabled()  # imports and building: nothing to collect yet
         collector.started()
-        assert gc.isenabled()  # training creates garbage the collector must see
-        assert gc.get_freeze_count() > 0  # what the start made is not walked again
+        assert gc.isenabled()  # training makes garbage the collector must see
+    assert gc.isenabled()
+
+
+def test_only_the_first_jobs_imports_are_frozen_and_a_later_jobs_objects_stay_collectable():
+    gc.enable()
+    with collector.job_collection():
+        imported = Node()  # what the first job's imports made: kept for the process's life
+        collector.keep_imports()
+        collector.started()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+
+    with collector.job_collection():
+        built = Node()  # the next job's network, data and trainer, say
+        collector.keep_imports()
+        collector.started()
         left_over = weakref.ref(built)
         del built
-        gc.collect()
-        assert left_over() is not None  # frozen while the job runs
-    assert gc.isenabled()
-    assert gc.get_freeze_count() == 0
+    assert gc.get_freeze_count() == frozen  # nothing of the second job was frozen
     gc.collect()
-    assert left_over() is None  # the job's leftovers go before the next job
+    assert left_over() is None  # collected before a third job starts
+    assert imported.me is imported
 
 
 def test_a_job_that_fails_before_it_is_built_gives_the_collector_back():
@@ -52,7 +65,7 @@ def test_a_job_that_fails_before_it_is_built_gives_the_collector_back():
     assert gc.isenabled()
 
 
-def test_a_job_inside_a_paused_process_start_leaves_the_collector_paused():
+def test_a_job_in_a_process_that_started_paused_leaves_the_collector_paused():
     gc.disable()
     with collector.job_collection():
         collector.started()

@@ -2,17 +2,18 @@
 
 A job's start imports torch, Lightning and their dependencies: half a million objects that live
 as long as the process. While they are being created, the collector walks every object it
-tracks again and again, and at exit once more, for memory the operating system frees at once.
-Measured on the 2-core machine (a digits job, `reslab-train`): 8 full passes, 1.3 s, before the
-first training step; 1.2 s at exit (0.2 s frozen). So:
+tracks again and again; after each job of a sweep's process and at exit it walks them all once
+more. Measured on the 2-core machine (`python benchmarks/startup.py`): a one-step
+`reslab-train` run makes 7 full passes (1.2 s) before its step and one more at exit (1.2 s);
+a full pass after the imports takes 0.55-0.7 s. So:
 
-- `reslab-train` starts with the collector paused (`start_paused`), and a job runs with it
-  paused (`job_collection`), until what lives on has been made: the job's network, data,
-  module and trainer built, or, in a sweep's process, the pre-check's first job checked
-  (which imports torch and Lightning). Then `started`: what exists is frozen (`gc.freeze`,
-  never walked again) and the collector runs on, over what comes next;
-- when a job ends the freeze is lifted, so that a process that goes on to a sweep's next job
-  can collect this one's leftovers;
+- `reslab-train` starts with the collector paused (`start_paused`), and every job runs with it
+  paused (`job_collection`) while it imports and builds;
+- once the task's modules are imported (torch, Lightning, the task's own), what exists is
+  frozen, once a process (`keep_imports`): the collector never walks it again. Frozen later,
+  a sweep's next job would keep the objects of the one before;
+- the collector resumes when the job's network, data, module and trainer are built
+  (`started`), and runs over what training makes;
 - at exit the collector's last walk is skipped (`skip_collection_at_exit`).
 """
 
@@ -30,26 +31,30 @@ def start_paused() -> None:
     gc.disable()
 
 
-def started() -> None:
-    """What the start made lives on: freeze it, and collect from here on."""
-    gc.freeze()
-    gc.enable()
-
-
 @contextmanager
 def job_collection() -> Iterator[None]:
-    """Around one job: the collector paused until `started`, and afterwards as it was before
-    the job, with the job's frozen objects collectable again."""
+    """Around one job: the collector paused until `started`, and afterwards as it was before."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.unfreeze()
         if was_enabled:
             gc.enable()
         else:
             gc.disable()
+
+
+def keep_imports() -> None:
+    """Freeze what exists, the first time in a process: the imports a job needs, which live as
+    long as the process. Later calls do nothing, as what exists then holds jobs' objects."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+
+
+def started() -> None:
+    """What the job is built of exists: collect again, over what it makes from here on."""
+    gc.enable()
 
 
 def skip_collection_at_exit() -> None:
@@ -57,6 +62,6 @@ def skip_collection_at_exit() -> None:
 
     Registered first, so it runs last: W&B's teardown, logging's flush and every other handler
     run before it as usual, and objects are still released by reference counting; only the
-    collector's final walk over the frozen objects is skipped.
+    collector's final walk is skipped.
     """
     atexit.register(gc.freeze)

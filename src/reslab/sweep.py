@@ -242,8 +242,9 @@ class SweepOwner(Callback):
                 )
                 with as_launched(job_config, number):
                     check_job(job_config)
-                if number == 0:
-                    collector.started()  # the first check imported what this process keeps
+                if number == 0:  # the first check imported what this process keeps: reslab.collector
+                    collector.keep_imports()
+                    collector.started()
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
             except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked

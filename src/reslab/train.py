@@ -46,7 +46,9 @@ def train_job(cfg: DictConfig) -> float | None:
 
             logging.getLogger("reslab").error("configuration error: %s", error)
             raise SystemExit(2) from None
-        return run_task(cfg, task_function(cfg.task))
+        task = task_function(cfg.task)
+        collector.keep_imports()  # torch, Lightning and the task's modules
+        return run_task(cfg, task)
 
 
 if __name__ == "__main__":
