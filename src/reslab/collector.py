@@ -15,6 +15,10 @@ a full pass after the imports takes 0.55-0.7 s. So:
 - the collector resumes when the job's network, data, module and trainer are built
   (`started`), and runs over what training makes;
 - at exit the collector's last walk is skipped (`skip_collection_at_exit`).
+
+A sweep's own process resumes collecting in its pre-check (reslab.sweep.SweepOwner, one of the
+`hydra.callbacks`); an app that drops that callback leaves its sweep's process paused (its
+jobs are not affected).
 """
 
 from __future__ import annotations
