@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.singleton import Singleton
 from hydra.core.utils import (
     JobReturn,
@@ -632,19 +633,13 @@ class NodeParallelLauncher(Launcher):
 
 
 def _number_in_overrides(overrides: Sequence[str], key: str) -> float | None:
-    """The number a job's overrides give `key` (the last one that sets it wins, as in Hydra);
-    None where they do not set it, or not to a plain number."""
+    """The number a job's overrides give `key` (read by Hydra's override parser; the last one
+    that sets it wins); None where they do not set it, or not to a plain number."""
     value = None
-    for override in overrides:
-        name, _, text = override.partition("=")
-        if name.lstrip("+") == key:
-            value = text
-        elif name == f"~{key}":  # deleted: whatever the config has left
-            value = None
-    try:
-        return None if value is None else float(value)
-    except ValueError:  # an interpolation, a string: the composed config says
-        return None
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.key_or_group == key:
+            value = None if override.is_delete() else override.value()
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _number_at(config: DictConfig, key: str) -> float | None:
