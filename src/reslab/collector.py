@@ -3,9 +3,9 @@
 A job's start imports torch, Lightning and their dependencies: half a million objects that live
 as long as the process. While they are being created, the collector walks every object it
 tracks again and again; after each job of a sweep's process and at exit it walks them all once
-more. Measured on the 2-core machine (`python benchmarks/startup.py`): a one-step
-`reslab-train` run makes 7 full passes (1.2 s) before its step and one more at exit (1.2 s);
-a full pass after the imports takes 0.55-0.7 s. So:
+more. Measured on the 2-core machine: a one-step `reslab-train` run makes 7 full passes
+(1.2 s) before its step (`python benchmarks/startup.py`); a full pass after the imports, as at
+exit, takes 0.55-0.7 s (the one-liner in benchmarks/README.md, "Start-up"). So:
 
 - `reslab-train` starts with the collector paused (`start_paused`), and every job runs with it
   paused (`job_collection`) while it imports and builds;
