@@ -5,7 +5,8 @@ with one message naming that job, not after thirteen trainings. `check_job` is c
 job of a grid sweep before the first starts (reslab.sweep.SweepOwner) and by the job wrapper as
 each job starts (single runs, sampled sweeps). It builds what can be wrong cheaply: the settings
 (reslab.checks), the optimiser and schedule on a dummy parameter, the network on the meta device
-(no memory, no init cost) and the datamodule (whose constructor checks its files and settings).
+(no memory, no init cost), the datamodule (whose constructor checks its files and settings)
+and the callbacks.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
     instantiate(cfg.data)
     if cfg.task == "train":
         _check_optimizer(cfg)
+        _check_callbacks(cfg)
     if cfg.task == "eval" and cfg.get("ckpt_path") in (None, "none") and not cfg.model.get("weights"):
         raise ConfigError(
             "task=eval scores trained weights: give ckpt_path=FILE (a checkpoint of a job with this "
@@ -85,6 +87,14 @@ def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
 def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _check_callbacks(cfg: DictConfig) -> None:
+    """Each callback checks its own settings as it is built (a checkpoint's interval, the
+    progress bar's redraw rate); building them all takes milliseconds and writes nothing."""
+    for node in (cfg.get("callbacks") or {}).values():
+        if node:
+            instantiate(node)
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
