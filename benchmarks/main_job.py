@@ -19,7 +19,11 @@ and network building excluded.
 
 `--floor` also trains the grid with the plain loop at one thread per job: that time over the
 cores is what running jobs side by side can reach at best (every core busy, nothing but
-training), so it says how far the goal is from this machine's own limit.
+training), so it says how far the goal is from this machine's own limit. It then trains the grid
+with the plain loop packed as ResLab packs it, one 1-thread process per core, each taking the
+next job (longest first, by the launcher's `longest_first_by`) when it is free: the wall time of
+that, process start included, is what side-by-side plain loops reach on this machine, where jobs
+running together slow each other (shared caches and memory, cores that may share a host core).
 
 Printed: both times, the ratio ResLab end to end / plain training (goal <= 0.7, stretch 0.5),
 the machine (cores, and how much of them other processes used meanwhile) and the command that
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import resource
@@ -45,6 +50,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
 from loop_overhead import plain_loop  # the same hand-written loop as the loop-overhead benchmark
 from reslab.job import read_results
@@ -86,6 +92,34 @@ def plain_training_time(experiment: str, overrides: list[str], job: list[str], t
         return plain_loop([f"experiment={experiment}", *overrides, *job], device="cpu")["seconds"]
     finally:
         torch.set_num_threads(default)
+
+
+def _plain_job_one_thread(args: tuple[str, list[str], list[str]]) -> float:
+    experiment, overrides, job = args
+    return plain_training_time(experiment, overrides, job, threads=1)
+
+
+def launch_order(experiment: str, overrides: list[str], jobs: list[list[str]]) -> list[list[str]]:
+    """The jobs in the order the sweep's launcher starts them: longest first by its
+    `longest_first_by` key (read from each job's composed config), else the sweep's order."""
+    with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
+        configs = [compose("train", [f"experiment={experiment}", *overrides, *job], return_hydra_config=True) for job in jobs]
+    key = OmegaConf.select(configs[0], "hydra.launcher.longest_first_by")
+    if not key:
+        return jobs
+    lengths = [OmegaConf.select(config, key) for config in configs]
+    return [job for _, job in sorted(zip(lengths, jobs), key=lambda pair: -float(pair[0] or 0))]
+
+
+def plain_side_by_side(experiment: str, overrides: list[str], jobs: list[list[str]], workers: int) -> dict:
+    """The plain loop's grid in `workers` processes of one thread each, every process taking the
+    next job in launch order when it is free (as node_parallel's slots do). Wall seconds from
+    starting the processes to the last job's end, and the jobs' training seconds together."""
+    order = launch_order(experiment, overrides, jobs)
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        seconds = pool.map(_plain_job_one_thread, [(experiment, overrides, job) for job in order], chunksize=1)
+    return {"wall_s": time.perf_counter() - start, "training_s": sum(seconds)}
 
 
 def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dict:
@@ -135,13 +169,14 @@ def main() -> None:
     jobs = grid_jobs(args.experiment, args.overrides)
     cores = os.cpu_count() or 1
     machine_before, own_before, wall_before = machine_cpu_seconds(), own_cpu_seconds(), time.perf_counter()
-    plain_runs, reslab_runs, one_thread_runs = [], [], []
+    plain_runs, reslab_runs, one_thread_runs, packed_runs = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="reslab-main-job-") as workdir:
         for _ in range(args.repeats):
             if not args.reslab_only:
                 plain_runs.append([plain_training_time(args.experiment, args.overrides, job) for job in jobs])
             if args.floor:
                 one_thread_runs.append([plain_training_time(args.experiment, args.overrides, job, threads=1) for job in jobs])
+                packed_runs.append(plain_side_by_side(args.experiment, args.overrides, jobs, min(cores, len(jobs))))
             reslab_runs.append(reslab_main_job(args.experiment, args.overrides, Path(workdir)))
     wall = time.perf_counter() - wall_before
     machine_after = machine_cpu_seconds()
@@ -167,6 +202,14 @@ def main() -> None:
         print(
             f"the floor of side-by-side jobs: the 1-thread loops together / {cores} cores = {floor:.2f}x the plain "
             f"loop's time (how much faster {cores} threads train one job than 1 thread sets it)"
+        )
+    packed = None
+    if plain_runs and packed_runs:
+        packed = {key: statistics.median(run[key] for run in packed_runs) for key in packed_runs[0]}
+        print(
+            f"the plain loops packed side by side ({min(cores, len(jobs))} processes x 1 thread, longest first), "
+            f"end to end: {packed['wall_s']:.1f} s = {packed['wall_s'] / plain_s:.2f}x the plain loop's time "
+            f"(their training {packed['training_s']:.1f} s together: jobs side by side slow each other)"
         )
     print(
         f"ResLab main job end to end (sweep + report):             {reslab['end_to_end_s']:8.1f} s"
@@ -196,6 +239,8 @@ def main() -> None:
             "plain_training_s": plain_runs,
             "plain_one_thread_training_s": one_thread_runs,
             "side_by_side_floor": floor,
+            "plain_packed": packed_runs,
+            "plain_packed_ratio": None if packed is None else packed["wall_s"] / plain_s,
             "reslab": reslab_runs,
             "ratio": ratio,
             "cpu_cores": cores,

@@ -58,31 +58,3 @@ def test_only_advertisements_are_dropped():
     record = lambda msg: logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
     assert not keep.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"))
     assert keep.filter(record("GPU available: False, used: False"))
-
-
-def test_the_progress_bar_redraws_a_few_times_a_second_not_lightnings_hundred():
-    # Lightning's rich bar wakes a drawing thread `refresh_rate` times a second for the whole fit;
-    # at its default (100) that thread took the GIL from a 1-thread training loop every 10 ms.
-    import lightning.pytorch as pl
-    from hydra import compose, initialize_config_module
-    from hydra.utils import instantiate
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.demos.boring_classes import BoringModel
-
-    with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
-        cfg = compose("train")
-    bar = instantiate(cfg.callbacks.progress_bar)
-    seen = []
-
-    class ReadTheDisplay(pl.Callback):
-        def on_train_batch_end(self, trainer, *args):
-            seen.append(trainer.progress_bar_callback.progress.live.refresh_per_second)
-
-    trainer = pl.Trainer(
-        max_steps=3, callbacks=[bar, ReadTheDisplay()], logger=False, enable_checkpointing=False,
-        enable_model_summary=False, accelerator="cpu",
-    )
-    trainer.fit(BoringModel())
-    assert trainer.progress_bar_callback is bar
-    assert seen == [cfg.callbacks.progress_bar.refresh_rate] * 3
-    assert cfg.callbacks.progress_bar.refresh_rate <= 4 < RichProgressBar().refresh_rate

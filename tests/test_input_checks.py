@@ -33,7 +33,7 @@ BAD_INPUTS = [
     ("optimizer.lr=0", "optimizer.lr", "> 0"),
     ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay", ">= 0"),
     ("paths.output_dir=blocker/out", "paths.output_dir", "blocker is a file"),
-    ("callbacks.progress_bar.refresh_rate=0", "callbacks.progress_bar.refresh_rate", ">= 1"),
+    ("callbacks.checkpoint.every_n_train_steps=-1", "callbacks.checkpoint: Invalid value for every_n_train_steps=-1", ">= 0"),
     # a key the target does not take: named, with the keys the config has
     ("+data.foo=1", "data.foo is not a setting of reslab.data.DigitsDataModule", "batch_size, crop_padding"),
     ("+model.widht=16", "model.widht is not a setting", "stride_in_1x1, style, width, zero_init_residual"),
@@ -84,7 +84,7 @@ def test_bad_input_is_refused_in_one_line(train, tmp_path, override, key, allowe
 def test_bad_inputs_stop_a_sweep_before_its_first_job(train, tmp_path):
     proc = train(
         "-m", "hydra.sweep.dir=sweep", "trainer.precision=bogus,32-true", "optimizer.lr=0,0.1",
-        "callbacks.progress_bar.refresh_rate=1,0", check=False,
+        "callbacks.checkpoint.every_n_train_steps=5,-1", check=False,
     )
 
     output = proc.stdout + proc.stderr
@@ -92,7 +92,7 @@ def test_bad_inputs_stop_a_sweep_before_its_first_job(train, tmp_path):
     # Seven of the eight jobs are bad, each named with its first fault; the good one did not run either.
     assert output.count("trainer.precision='bogus': Lightning refuses it") == 4
     assert output.count("optimizer.lr=0 must be a number > 0") == 2
-    assert output.count("callbacks.progress_bar.refresh_rate must be a whole number >= 1") == 1
+    assert output.count("callbacks.checkpoint: Invalid value for every_n_train_steps=-1. Must be >= 0") == 1
     assert not trained_anything(tmp_path / "sweep") and not list((tmp_path / "sweep").rglob("results.json"))
 
 

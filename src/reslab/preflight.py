@@ -90,11 +90,19 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def _check_callbacks(cfg: DictConfig) -> None:
-    """Each callback checks its own settings as it is built (a checkpoint's interval, the
-    progress bar's redraw rate); building them all takes milliseconds and writes nothing."""
-    for node in (cfg.get("callbacks") or {}).values():
-        if node:
+    """Each callback checks its own settings as it is built (Lightning's checkpoint its
+    intervals, for one); building them all takes milliseconds and writes nothing."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException  # how Lightning refuses a setting
+
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not node:
+            continue
+        try:
             instantiate(node)
+        except InstantiationException as error:
+            if isinstance(error.__cause__, (MisconfigurationException, ValueError)):
+                raise ConfigError(f"callbacks.{name}: {error.__cause__}") from None
+            raise
 
 
 def _check_optimizer(cfg: DictConfig) -> None:

@@ -7,8 +7,6 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 
-from reslab.errors import ConfigError
-
 
 class StepProgressBar(RichProgressBar):
     """Lightning's rich progress bar for runs that are counted in steps: the training bar reads
@@ -53,17 +51,7 @@ def counted_in_steps(trainer: pl.Trainer) -> bool:
     return trainer.max_steps is not None and trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
 
 
-def progress_bar(enabled: bool = True, every_n_steps: int = 1, refresh_rate: int = 2) -> Callback:
+def progress_bar(enabled: bool = True, every_n_steps: int = 1) -> Callback:
     """The StepProgressBar; with `trainer.enable_progress_bar=false` a callback that does nothing
-    instead, since Lightning refuses a progress bar callback then.
-
-    `refresh_rate`: how many times a second Lightning's drawing thread wakes to see whether the
-    bar changed. Lightning's default, 100, is a thread waking every 10 ms to take the GIL from
-    the training loop; on a job with one CPU thread that cost 12% of a digits ResNet-8 run
-    (benchmarks/README.md, "The progress bar"). The bar changes every `every_n_steps` steps."""
-    if isinstance(refresh_rate, bool) or not isinstance(refresh_rate, int) or refresh_rate < 1:
-        raise ConfigError(
-            f"callbacks.progress_bar.refresh_rate must be a whole number >= 1 (redraws a second); got {refresh_rate!r}. "
-            "To turn the bar off: trainer.enable_progress_bar=false"
-        )
-    return StepProgressBar(every_n_steps=every_n_steps, refresh_rate=refresh_rate) if enabled else Callback()
+    instead, since Lightning refuses a progress bar callback then."""
+    return StepProgressBar(every_n_steps=every_n_steps) if enabled else Callback()
