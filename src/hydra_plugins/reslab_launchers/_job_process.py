@@ -1,7 +1,8 @@
 """node_parallel jobs in their own process: `python -m <this module> PAYLOAD RESULT DIR_NOTE`
-runs one job; `python -m <this module> --serve FD` runs a slot's jobs one after another, each
-named by a line `PAYLOAD<TAB>RESULT<TAB>DIR_NOTE` on stdin, writing `done` to the pipe FD after
-each (torch and Lightning are then imported once per slot, not once per job).
+runs one job; `python -m <this module> --serve FD [MODULE ...]` imports the MODULEs (the
+launcher's `preload`) and then runs a slot's jobs one after another, each named by a line
+`PAYLOAD<TAB>RESULT<TAB>DIR_NOTE` on stdin, writing `done` to the pipe FD after each (torch and
+Lightning are then imported once per slot, not once per job).
 
 The launcher starts this module with the job's devices and thread counts already in the
 environment, so whatever the job imports (torch, CUDA) sees only them. It unpickles the job,
@@ -148,8 +149,27 @@ def main(payload_path: str, result_path: str, dir_note: str) -> None:
         _save_result(result_path, job_return)
 
 
-def serve(replies_fd: int) -> None:
+def _preload(modules: list[str]) -> None:
+    """Import what the jobs will, before the first comes; with the collector paused, as a job
+    imports (reslab.collector). A module that fails to import fails the job that needs it."""
+    import importlib
+
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as error:  # noqa: BLE001 - the job reports it, where it matters
+                log.debug("could not preload %s: %s", name, error)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def serve(replies_fd: int, preload: list[str] | None = None) -> None:
     """Run the jobs named on stdin one after another until stdin closes."""
+    _preload(preload or [])
     with os.fdopen(replies_fd, "w") as replies:
         for line in sys.stdin:
             payload_path, result_path, dir_note = line.rstrip("\n").split("\t")
@@ -169,6 +189,6 @@ if __name__ == "__main__":
 
     skip_collection_at_exit()  # the job's own exit handlers (W&B's teardown) still run first
     if sys.argv[1] == "--serve":
-        serve(int(sys.argv[2]))
+        serve(int(sys.argv[2]), sys.argv[3:])
     else:
         main(*sys.argv[1:4])

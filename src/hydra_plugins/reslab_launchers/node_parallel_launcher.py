@@ -20,7 +20,8 @@ ones fill the gaps at the end (the order is read from the jobs' overrides where 
 key, else from their composed configs). A job's config is composed when its slot takes it, so
 the first jobs start without waiting for the whole sweep's. On CPU slots a job's process goes
 on to the slot's next job, so torch and Lightning are imported once per slot, not once per job
-(`reuse_processes`).
+(`reuse_processes`); it imports them (`preload`) as it starts, and with the
+StartJobProcessesEarly callback it starts while the sweep still checks its jobs.
 
     reslab-train -m experiment=digits_degradation        # its default launcher: one job per core
     reslab-train -m ... hydra/launcher=node_parallel hydra.launcher.gpus=[0,1,2,3] \
@@ -41,6 +42,7 @@ exits with 128 + the signal's number.
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it
 # is in sys.modules, and dataclasses cannot resolve string annotations then.
+import atexit
 import contextlib
 import logging
 import os
@@ -55,7 +57,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ from hydra.core.utils import (
     filter_overrides,
     setup_globals,
 )
+from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -113,6 +116,10 @@ class NodeParallelLauncherConf:
     # dies always leaves its slot a fresh process. null: on CPU slots; not on GPU slots, where a
     # CUDA error can leave a process unable to run anything more on its GPU.
     reuse_processes: bool | None = None
+    # Modules a reused job process imports as soon as it starts, before its first job comes
+    # (e.g. the task's module: torch, Lightning). With the StartJobProcessesEarly callback that
+    # happens while the sweep's own process still checks and composes the jobs.
+    preload: list[str] = field(default_factory=list)
 
 
 # As `hydra/launcher=reslab_node_parallel` for any Hydra app. ResLab's own preset,
@@ -324,11 +331,25 @@ class _Worker:
     for importing torch and Lightning (see _job_process's --serve). Either way in a process
     group of its own, so that what a job starts (DDP ranks) can be ended with it."""
 
-    def __init__(self, env: dict[str, str], reused: bool) -> None:
+    def __init__(self, env: dict[str, str], reused: bool, preload: Sequence[str] = ()) -> None:
         self.env = env
         self.reused = reused
+        self.preload = list(preload)
         self.process: subprocess.Popen | None = None
         self._replies: Any = None  # reused: the pipe on which the process says a job is done
+
+    def serve(self) -> None:
+        """Start the reused process, which imports `preload` while it waits for its first job."""
+        replies, replies_end = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", JOB_PROCESS_MODULE, "--serve", str(replies_end), *self.preload],
+            env=self.env,
+            stdin=subprocess.PIPE,
+            pass_fds=(replies_end,),
+            start_new_session=True,
+        )
+        os.close(replies_end)
+        self._replies = os.fdopen(replies, "rb")
 
     def start(self, job: _Job) -> subprocess.Popen:
         """The process that will run `job`: started now, or the one still serving the slot."""
@@ -342,16 +363,7 @@ class _Worker:
                 start_new_session=True,
             )
         elif self.process is None:
-            replies, replies_end = os.pipe()
-            self.process = subprocess.Popen(
-                [*command, "--serve", str(replies_end)],
-                env=self.env,
-                stdin=subprocess.PIPE,
-                pass_fds=(replies_end,),
-                start_new_session=True,
-            )
-            os.close(replies_end)
-            self._replies = os.fdopen(replies, "rb")
+            self.serve()
         if self.reused:
             with contextlib.suppress(BrokenPipeError):  # died already: wait_for says how
                 self.process.stdin.write(f"{job.payload}\t{job.result}\t{job.dir_note}\n".encode())
@@ -386,6 +398,74 @@ class _Worker:
         self.process, self._replies = None, None
 
 
+# ----------------------------------------------------------------------------- early job processes
+
+# Reused job processes started by StartJobProcessesEarly before the launcher exists; a slot
+# takes the one whose environment (devices, threads) is its own.
+_early_workers: list[_Worker] = []
+_early_lock = threading.Lock()
+
+
+def _launcher_settings(env: dict[str, str]) -> dict[str, str | None]:
+    return {name: env.get(name) for name in ("CUDA_VISIBLE_DEVICES", GPU_MEMORY_FRACTION_ENV, *THREAD_ENV_VARS)}
+
+
+def _early_worker_for(env: dict[str, str]) -> "_Worker | None":
+    with _early_lock:
+        for worker in _early_workers:
+            if _launcher_settings(worker.env) == _launcher_settings(env):
+                _early_workers.remove(worker)
+                return worker
+    return None
+
+
+def _end_early_workers() -> None:
+    """Kill the early processes no slot took: they never ran a job (a sweep refused by its
+    pre-check, or a launch that needed other slots)."""
+    with _early_lock:
+        left, _early_workers[:] = list(_early_workers), []
+    for worker in left:
+        if worker.process is not None:
+            _signal_group(worker.process, signal.SIGKILL)
+            worker.process.wait()
+        worker._forget()
+
+
+class StartJobProcessesEarly(Callback):
+    """Start a grid sweep's reused job processes when the sweep starts, under node_parallel.
+
+    Hydra calls the callbacks (ResLab's pre-check of every job among them) before it builds the
+    sweeper and the launcher, and the sweeper composes every job once more before it launches:
+    seconds in which one core works and the others wait. Started here, listed before the
+    pre-check, the processes import the launcher's `preload` (torch, Lightning) meanwhile; the
+    launcher's slots take them. The launcher's plan is foreseen from the grid's size; a slot whose
+    environment differs starts its own process, and the launch ends those it did not take. Only
+    for slots that reuse processes (CPU slots by default), and only for the basic sweeper's grids.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.utils import instantiate
+
+        from reslab.sweep import expand_grid, is_grid_sweep  # what the grid's jobs are
+
+        if config.hydra.launcher.get("_target_") != f"{__name__}.{NodeParallelLauncher.__name__}":
+            return
+        launcher = instantiate(config.hydra.launcher)  # the launcher the sweeper will build
+        if not launcher.preload or not is_grid_sweep(config):
+            return
+        try:
+            plan = launcher.plan(num_jobs=len(expand_grid(config)))
+        except ConfigError:
+            return  # said again, as an error, when the launcher plans the node
+        with _early_lock:
+            for slot in plan.slots:
+                if launcher.reuses_processes(slot):
+                    worker = _Worker(job_environment(slot, plan), reused=True, preload=launcher.preload)
+                    worker.serve()
+                    _early_workers.append(worker)
+        atexit.register(_end_early_workers)  # a sweep its pre-check refused never launches
+
+
 def _not_started(job: _Job, task_name: str) -> JobReturn:
     return JobReturn(overrides=job.overrides, task_name=task_name, status=JobStatus.UNKNOWN, _return_value=None)
 
@@ -410,6 +490,7 @@ class NodeParallelLauncher(Launcher):
         threads_per_job: int | None = None,
         longest_first_by: str | None = None,
         reuse_processes: bool | None = None,
+        preload: Sequence[str] = (),
     ) -> None:
         self.gpus = None if gpus is None else list(gpus)
         self.gpus_per_job = gpus_per_job
@@ -418,6 +499,7 @@ class NodeParallelLauncher(Launcher):
         self.threads_per_job = threads_per_job
         self.longest_first_by = longest_first_by
         self.reuse_processes = reuse_processes
+        self.preload = list(preload)
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -449,14 +531,7 @@ class NodeParallelLauncher(Launcher):
         # Resolving the sweep dir here also fixes ${now:...} for every job's config.
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        plan = plan_node(
-            self.gpus,
-            gpus_per_job=self.gpus_per_job,
-            jobs_per_gpu=self.jobs_per_gpu,
-            max_parallel=self.max_parallel,
-            threads_per_job=self.threads_per_job,
-            num_jobs=len(job_overrides),
-        )
+        plan = self.plan(num_jobs=len(job_overrides))
         log.info(
             "Launching %d jobs on this node, %s, %d thread(s) per job; sweep output dir: %s",
             len(job_overrides),
@@ -471,14 +546,30 @@ class NodeParallelLauncher(Launcher):
                 _Job(idx, list(overrides), Path(workdir) / f"job{idx}.pkl")
                 for idx, overrides in enumerate(job_overrides, start=initial_job_idx)
             ]
-            with self._passing_signals_on():
-                returns = self._run_side_by_side(jobs, plan)
+            try:
+                with self._passing_signals_on():
+                    returns = self._run_side_by_side(jobs, plan)
+            finally:
+                _end_early_workers()  # any a slot did not take (another plan than foreseen)
         if self._stop_signal is not None:
             name = signal.Signals(self._stop_signal).name
             not_started = sum(1 for r in returns if r.status == JobStatus.UNKNOWN)
             log.error("sweep stopped by %s; %d job(s) were not started", name, not_started)
             raise SystemExit(128 + self._stop_signal)
         return returns
+
+    def plan(self, num_jobs: int) -> NodePlan:
+        return plan_node(
+            self.gpus,
+            gpus_per_job=self.gpus_per_job,
+            jobs_per_gpu=self.jobs_per_gpu,
+            max_parallel=self.max_parallel,
+            threads_per_job=self.threads_per_job,
+            num_jobs=num_jobs,
+        )
+
+    def reuses_processes(self, slot: tuple[str, ...]) -> bool:
+        return self.reuse_processes if self.reuse_processes is not None else not slot
 
     @property
     def _task_name(self) -> str:
@@ -545,8 +636,9 @@ class NodeParallelLauncher(Launcher):
         self, slot: tuple[str, ...], plan: NodePlan, pending: "queue.SimpleQueue[_Job]", returns: dict
     ) -> None:
         """Run the waiting jobs on this slot, one after another, until none is left."""
-        reused = self.reuse_processes if self.reuse_processes is not None else not slot
-        worker = _Worker(job_environment(slot, plan), reused)
+        reused = self.reuses_processes(slot)
+        env = job_environment(slot, plan)
+        worker = (reused and _early_worker_for(env)) or _Worker(env, reused, self.preload)
         with self._lock:
             self._workers.add(worker)
         try:
