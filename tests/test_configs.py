@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,29 @@ def test_digits_degradation_defines_the_grid():
     assert params["model.depth"] == "8,20,56"
     assert cfg.experiment_name == "digits_degradation"
     assert cfg.data.num_classes == 10 and cfg.model.num_classes == 10
+
+
+def test_the_sweeps_hydra_callbacks_can_be_pickled_again_after_hydras_plugin_scan():
+    # A SLURM job unpickles its launcher, with these callbacks, before Hydra scans its plugins;
+    # the scan executes every module under hydra_plugins again as a new module, and a requeue
+    # (submitit's checkpoint) then pickles the callbacks once more. A fresh interpreter, because
+    # the scan happens once a process.
+    script = f"""
+import cloudpickle
+from hydra.core.plugins import Plugins
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+nodes = OmegaConf.load({str(CONF / "hydra" / "default.yaml")!r}).callbacks
+callbacks = {{name: instantiate(node) for name, node in nodes.items()}}
+Plugins.instance()
+for name, callback in callbacks.items():
+    try:
+        cloudpickle.dumps(callback)
+    except Exception as error:
+        raise SystemExit(f"hydra.callbacks.{{name}}: {{type(error).__name__}}: {{error}}")
+print(sorted(callbacks))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sweep_owner" in done.stdout

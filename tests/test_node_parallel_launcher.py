@@ -125,7 +125,7 @@ from pathlib import Path
 
 Path(f"preloaded.{os.getpid()}").write_text(repr(time.time()))
 """
-EARLY = "+hydra.callbacks.job_processes._target_=hydra_plugins.reslab_launchers.node_parallel_launcher.StartJobProcessesEarly"
+EARLY = "+hydra.callbacks.job_processes._target_=reslab.sweep.StartJobProcessesEarly"
 
 APP_CONFIG = """
 fail_on: null

@@ -257,6 +257,23 @@ class SweepOwner(Callback):
         log.info("checked the configs of %s", what)
 
 
+class StartJobProcessesEarly(Callback):
+    """Under hydra/launcher=node_parallel, a grid sweep's reused job processes start, and import
+    the launcher's `preload`, while the next callback (SweepOwner) checks the jobs
+    (node_parallel_launcher.start_job_processes_early says how).
+
+    The callback lives here and not beside the launcher: Hydra's plugin scan executes every module
+    under hydra_plugins a second time, as a new module. A SLURM job unpickles its callbacks before
+    that scan, so a callback class from there is no longer the one its module names, and
+    submitit's requeue pickles it by value, with the module's globals (a lock), and fails.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra_plugins.reslab_launchers.node_parallel_launcher import start_job_processes_early
+
+        start_job_processes_early(config)
+
+
 @contextmanager
 def as_launched(job_config: DictConfig, number: int) -> Iterator[None]:
     """A sweep job's composed config as its launcher and Hydra's `run_job` complete it before the

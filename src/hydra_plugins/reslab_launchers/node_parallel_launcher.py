@@ -21,7 +21,7 @@ key, else from their composed configs). A job's config is composed when its slot
 the first jobs start without waiting for the whole sweep's. On CPU slots a job's process goes
 on to the slot's next job, so torch and Lightning are imported once per slot, not once per job
 (`reuse_processes`); it imports them (`preload`) as it starts, and with the
-StartJobProcessesEarly callback it starts while the sweep still checks its jobs.
+reslab.sweep.StartJobProcessesEarly callback it starts while the sweep still checks its jobs.
 
     reslab-train -m experiment=digits_degradation        # its default launcher: one job per core
     reslab-train -m ... hydra/launcher=node_parallel hydra.launcher.gpus=[0,1,2,3] \
@@ -71,7 +71,6 @@ from hydra.core.utils import (
     filter_overrides,
     setup_globals,
 )
-from hydra.experimental.callback import Callback
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -117,7 +116,7 @@ class NodeParallelLauncherConf:
     # CUDA error can leave a process unable to run anything more on its GPU.
     reuse_processes: bool | None = None
     # Modules a reused job process imports as soon as it starts, before its first job comes
-    # (e.g. the task's module: torch, Lightning). With the StartJobProcessesEarly callback that
+    # (e.g. the task's module: torch, Lightning). With reslab.sweep.StartJobProcessesEarly that
     # happens while the sweep's own process still checks and composes the jobs.
     preload: list[str] = field(default_factory=list)
 
@@ -400,7 +399,7 @@ class _Worker:
 
 # ----------------------------------------------------------------------------- early job processes
 
-# Reused job processes started by StartJobProcessesEarly before the launcher exists; a slot
+# Reused job processes started by start_job_processes_early before the launcher exists; a slot
 # takes the one whose environment (devices, threads) is its own.
 _early_workers: list[_Worker] = []
 _early_lock = threading.Lock()
@@ -431,39 +430,38 @@ def _end_early_workers() -> None:
         worker._forget()
 
 
-class StartJobProcessesEarly(Callback):
-    """Start a grid sweep's reused job processes when the sweep starts, under node_parallel.
+def start_job_processes_early(config: DictConfig) -> None:
+    """Start a grid sweep's reused job processes when the sweep starts, under node_parallel
+    (called by reslab.sweep.StartJobProcessesEarly, a Hydra callback).
 
     Hydra calls the callbacks (ResLab's pre-check of every job among them) before it builds the
     sweeper and the launcher, and the sweeper composes every job once more before it launches:
-    seconds in which one core works and the others wait. Started here, listed before the
-    pre-check, the processes import the launcher's `preload` (torch, Lightning) meanwhile; the
-    launcher's slots take them. The launcher's plan is foreseen from the grid's size; a slot whose
-    environment differs starts its own process, and the launch ends those it did not take. Only
-    for slots that reuse processes (CPU slots by default), and only for the basic sweeper's grids.
+    seconds in which one core works and the others wait. Started here, the processes import the
+    launcher's `preload` (torch, Lightning) meanwhile; the launcher's slots take them. The
+    launcher's plan is foreseen from the grid's size; a slot whose environment differs starts its
+    own process, and the launch ends those it did not take. Only for slots that reuse processes
+    (CPU slots by default), and only for the basic sweeper's grids.
     """
+    from hydra.utils import instantiate
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.utils import instantiate
+    from reslab.sweep import expand_grid, is_grid_sweep  # what the grid's jobs are
 
-        from reslab.sweep import expand_grid, is_grid_sweep  # what the grid's jobs are
-
-        if config.hydra.launcher.get("_target_") != f"{__name__}.{NodeParallelLauncher.__name__}":
-            return
-        launcher = instantiate(config.hydra.launcher)  # the launcher the sweeper will build
-        if not launcher.preload or not is_grid_sweep(config):
-            return
-        try:
-            plan = launcher.plan(num_jobs=len(expand_grid(config)))
-        except ConfigError:
-            return  # said again, as an error, when the launcher plans the node
-        with _early_lock:
-            for slot in plan.slots:
-                if launcher.reuses_processes(slot):
-                    worker = _Worker(job_environment(slot, plan), reused=True, preload=launcher.preload)
-                    worker.serve()
-                    _early_workers.append(worker)
-        atexit.register(_end_early_workers)  # a sweep its pre-check refused never launches
+    if config.hydra.launcher.get("_target_") != f"{__name__}.{NodeParallelLauncher.__name__}":
+        return
+    launcher = instantiate(config.hydra.launcher)  # the launcher the sweeper will build
+    if not launcher.preload or not is_grid_sweep(config):
+        return
+    try:
+        plan = launcher.plan(num_jobs=len(expand_grid(config)))
+    except ConfigError:
+        return  # said again, as an error, when the launcher plans the node
+    with _early_lock:
+        for slot in plan.slots:
+            if launcher.reuses_processes(slot):
+                worker = _Worker(job_environment(slot, plan), reused=True, preload=launcher.preload)
+                worker.serve()
+                _early_workers.append(worker)
+    atexit.register(_end_early_workers)  # a sweep its pre-check refused never launches
 
 
 def _not_started(job: _Job, task_name: str) -> JobReturn:
