@@ -53,6 +53,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from loop_overhead import plain_loop  # the same hand-written loop as the loop-overhead benchmark
+from hydra_plugins.reslab_launchers.node_parallel_launcher import longest_first  # the launcher's start order
 from reslab.job import read_results
 from reslab.sweep import expand_grid
 
@@ -107,8 +108,7 @@ def launch_order(experiment: str, overrides: list[str], jobs: list[list[str]]) -
     key = OmegaConf.select(configs[0], "hydra.launcher.longest_first_by")
     if not key:
         return jobs
-    lengths = [OmegaConf.select(config, key) for config in configs]
-    return [job for _, job in sorted(zip(lengths, jobs), key=lambda pair: -float(pair[0] or 0))]
+    return [jobs[i] for i in longest_first([OmegaConf.select(config, key) for config in configs])]
 
 
 def plain_side_by_side(experiment: str, overrides: list[str], jobs: list[list[str]], workers: int) -> dict:

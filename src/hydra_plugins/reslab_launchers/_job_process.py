@@ -154,17 +154,14 @@ def _preload(modules: list[str]) -> None:
     imports (reslab.collector). A module that fails to import fails the job that needs it."""
     import importlib
 
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    from reslab.collector import job_collection
+
+    with job_collection():
         for name in modules:
             try:
                 importlib.import_module(name)
             except Exception as error:  # noqa: BLE001 - the job reports it, where it matters
                 log.debug("could not preload %s: %s", name, error)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def serve(replies_fd: int, preload: list[str] | None = None) -> None:

@@ -262,17 +262,26 @@ def plan_node(
     )
 
 
-def job_environment(slot: Sequence[str], plan: NodePlan) -> dict[str, str]:
-    """The environment of a job's process: its devices, its share of their memory and of the
-    CPU threads."""
-    env = dict(os.environ)
+def slot_settings(slot: Sequence[str], plan: NodePlan) -> dict[str, str | None]:
+    """What the launcher sets in a job's environment: its devices, its share of their memory
+    and of the CPU threads (None: the variable is removed)."""
     devices = ",".join(slot)
-    env["CUDA_VISIBLE_DEVICES"] = devices
-    env[ASSIGNED_DEVICES_ENV] = devices
-    env.pop(GPU_MEMORY_FRACTION_ENV, None)
-    if slot:
-        env[GPU_MEMORY_FRACTION_ENV] = f"{plan.gpu_memory_fraction:.4g}"
-    env.update({name: str(plan.threads_per_job) for name in THREAD_ENV_VARS})
+    return {
+        "CUDA_VISIBLE_DEVICES": devices,
+        ASSIGNED_DEVICES_ENV: devices,
+        GPU_MEMORY_FRACTION_ENV: f"{plan.gpu_memory_fraction:.4g}" if slot else None,
+        **{name: str(plan.threads_per_job) for name in THREAD_ENV_VARS},
+    }
+
+
+def job_environment(slot: Sequence[str], plan: NodePlan) -> dict[str, str]:
+    """The environment of a job's process: this process's, with the slot's settings."""
+    env = dict(os.environ)
+    for name, value in slot_settings(slot, plan).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -405,14 +414,11 @@ _early_workers: list[_Worker] = []
 _early_lock = threading.Lock()
 
 
-def _launcher_settings(env: dict[str, str]) -> dict[str, str | None]:
-    return {name: env.get(name) for name in ("CUDA_VISIBLE_DEVICES", GPU_MEMORY_FRACTION_ENV, *THREAD_ENV_VARS)}
-
-
-def _early_worker_for(env: dict[str, str]) -> "_Worker | None":
+def _early_worker_for(settings: dict[str, str | None]) -> "_Worker | None":
+    """An early process started with the slot's settings (slot_settings), taken off the list."""
     with _early_lock:
         for worker in _early_workers:
-            if _launcher_settings(worker.env) == _launcher_settings(env):
+            if all(worker.env.get(name) == value for name, value in settings.items()):
                 _early_workers.remove(worker)
                 return worker
     return None
@@ -616,12 +622,11 @@ class NodeParallelLauncher(Launcher):
         if not self.longest_first_by:
             return jobs
         key = self.longest_first_by
-        lengths = {job.idx: _number_in_overrides(job.overrides, key) for job in jobs}
-        if any(length is None for length in lengths.values()):
+        lengths = [_number_in_overrides(job.overrides, key) for job in jobs]
+        if any(length is None for length in lengths):
             # Not set by every job's overrides: the composed configs say (every job composed now).
-            lengths = {job.idx: self._number_in_config(job, key) for job in jobs}
-        # Stable: equal (or unknown, last) lengths keep the sweep's order.
-        return sorted(jobs, key=lambda job: (lengths[job.idx] is None, -(lengths[job.idx] or 0)))
+            lengths = [self._number_in_config(job, key) for job in jobs]
+        return [jobs[i] for i in longest_first(lengths)]
 
     def _number_in_config(self, job: _Job, key: str) -> float | None:
         try:
@@ -635,8 +640,8 @@ class NodeParallelLauncher(Launcher):
     ) -> None:
         """Run the waiting jobs on this slot, one after another, until none is left."""
         reused = self.reuses_processes(slot)
-        env = job_environment(slot, plan)
-        worker = (reused and _early_worker_for(env)) or _Worker(env, reused, self.preload)
+        early = _early_worker_for(slot_settings(slot, plan)) if reused else None
+        worker = early or _Worker(job_environment(slot, plan), reused, self.preload)
         with self._lock:
             self._workers.add(worker)
         try:
@@ -720,6 +725,12 @@ class NodeParallelLauncher(Launcher):
             "killing" if again else "passing it on to",
             len(running),
         )
+
+
+def longest_first(lengths: Sequence[float | None]) -> list[int]:
+    """The jobs' indices in start order: the longest first. Stable: equal lengths keep the
+    sweep's order, and unknown ones (None) come last."""
+    return sorted(range(len(lengths)), key=lambda i: (lengths[i] is None, -(lengths[i] or 0)))
 
 
 def _number_in_overrides(overrides: Sequence[str], key: str) -> float | None:
