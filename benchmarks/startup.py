@@ -1,5 +1,5 @@
 """Start-up time of `reslab-train --cfg job` and `--help` against `import torch`, and what the
-cycle collector costs a short run with ResLab's collector rules (reslab.collector) and without.
+cycle collector costs a short run with the entry point's one `gc.freeze()` and without.
 
     python benchmarks/startup.py            # median of 5 runs each
 
@@ -7,7 +7,7 @@ cycle collector costs a short run with ResLab's collector rules (reslab.collecto
 torchvision (reslab/train.py imports nothing heavy; the tasks are imported when a job starts).
 The short run is `reslab-train` training one step (CSV logger, no test), start to exit, in a
 process whose collector passes are timed (gc.callbacks); "Python's defaults" is the same run
-with reslab.collector's functions made no-ops, so the collector runs as Python sets it.
+with `gc.freeze` made a no-op, so the collector runs as Python sets it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ SHORT_RUN = ["trainer.max_steps=1", "logger=csv", "test=false"]
 # Runs reslab-train (argv after the mode) with its collector passes timed; prints them as JSON
 # at exit (the exit's own pass, after every exit handler, is in the wall time only).
 TIMED_COLLECTOR = """
-import atexit, contextlib, gc, json, sys, time
+import atexit, gc, json, sys, time
 passes, began = {0: [0, 0.0], 1: [0, 0.0], 2: [0, 0.0]}, {}
 def timed(phase, info):
     if phase == "start":
@@ -40,13 +40,11 @@ gc.callbacks.append(timed)
 atexit.register(lambda: print("PASSES", json.dumps(passes)))
 mode, sys.argv = sys.argv[1], ["reslab-train", *sys.argv[2:]]
 if mode == "python-defaults":
-    from reslab import collector
-    collector.start_paused = collector.started = collector.skip_collection_at_exit = lambda: None
-    collector.job_collection = contextlib.nullcontext
+    gc.freeze = lambda: None
 from reslab.train import main
 main()
 """
-COLLECTOR_MODES = {"ResLab's rules": "reslab", "Python's defaults": "python-defaults"}
+COLLECTOR_MODES = {"gc.freeze() at start": "reslab", "Python's defaults": "python-defaults"}
 
 
 def wall_time(command: list[str]) -> float:

@@ -39,7 +39,7 @@ def main() -> None:
 
         from hydra.core.hydra_config import HydraConfig
 
-        from reslab.preflight import check_job
+        from reslab.checks import check_job
 
         HydraConfig.instance().set_config(sweep)
         checking = []

@@ -30,7 +30,7 @@ from reslab.module import ClassificationModule
 from reslab.report import paper
 from reslab.job import read_metrics_csv
 from reslab.schedules import multistep
-from reslab.preflight import instantiate as reslab_instantiate
+from reslab.checks import instantiate as reslab_instantiate
 
 CONF = REPO / "conf"
 PRESETS = ("cifar_table6", "imagenet_table2", "imagenet_table3", "preact_cifar", "mnist_transfer")

@@ -57,6 +57,35 @@ def test_rerun_of_a_completed_sweep_retrains_nothing(done_sweep, tmp_path):
     assert {p: p.read_bytes() for p in sweep.glob("job*/results.json")} == records
 
 
+def test_a_rerun_that_adds_only_keys_that_compute_nothing_finds_and_skips_the_completed_jobs(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, f"hydra.sweep.dir={sweep}", "logger=csv", "model.depth=8,14"]
+    run_cli("reslab.train", args, tmp_path)
+    folders = sorted(p.parent.name for p in sweep.glob("*/results.json"))
+    # The progress bar, the accelerator and the logger compute nothing: not in the names.
+    assert folders == [f"data.batch_size=32,model.depth={d},trainer.max_steps=6" for d in (14, 8)]
+    records = {p: p.read_bytes() for p in sweep.glob("*/results.json")}
+
+    proc = run_cli("reslab.train", [*args, "speed.channels_last=false", "on_error=raise"], tmp_path)
+    assert output(proc).count("skipped: completed") == 2
+    assert sorted(p.parent.name for p in sweep.glob("*/results.json")) == folders
+    assert {p: p.read_bytes() for p in sweep.glob("*/results.json")} == records
+
+    # A sweep made when trainer.devices stayed out of folder names keeps its folders.
+    proc = run_cli("reslab.train", [*args, "trainer.devices=1"], tmp_path)
+    assert output(proc).count("skipped: completed") == 2
+    assert sorted(p.parent.name for p in sweep.glob("*/.hydra")) == folders
+
+
+def test_a_sweep_whose_jobs_would_share_a_folder_is_refused_before_it_starts(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", *FAST, f"hydra.sweep.dir={sweep}", "logger=csv", "model.depth=8", "speed.channels_last=true,false"]
+    proc = run_cli("reslab.train", args, tmp_path, check=False)
+    assert proc.returncode == 2, output(proc)[-3000:]
+    assert "would share the folder data.batch_size=32,model.depth=8,trainer.max_steps=6" in output(proc)
+    assert not list(sweep.rglob("results.json"))
+
+
 def test_a_corrupt_checkpoint_fails_its_job_alone_and_keeps_the_completed_attempt(done_sweep, tmp_path):
     sweep = copy_of(done_sweep, tmp_path)
     (sweep / "job0" / "checkpoints" / "last.ckpt").write_bytes(os.urandom(4096))

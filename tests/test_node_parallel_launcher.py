@@ -100,32 +100,9 @@ def record(cfg):
     return cfg.x
 
 
-class SlowCheck:
-    # A callback that takes its time in on_multirun_start, as ResLab's pre-check of every job does.
-    def on_multirun_start(self, config, **kwargs):
-        time.sleep(3)
-        Path("checked_at").write_text(repr(time.time()))
-
-
-class Refuse:
-    # A callback that refuses the sweep in on_multirun_start, as the pre-check does a bad config.
-    def on_multirun_start(self, config, **kwargs):
-        time.sleep(1)
-        raise SystemExit(2)
-
-
 if __name__ == "__main__":
     record()
 """
-
-# Imported by the job processes as the launcher's `preload`: says when, in which process.
-PRELOAD_MARKER = """
-import os, time
-from pathlib import Path
-
-Path(f"preloaded.{os.getpid()}").write_text(repr(time.time()))
-"""
-EARLY = "+hydra.callbacks.job_processes._target_=reslab.sweep.StartJobProcessesEarly"
 
 APP_CONFIG = """
 fail_on: null
@@ -298,49 +275,6 @@ def test_a_cpu_slot_runs_its_jobs_in_one_process_until_one_fails(tmp_path):
     assert len({r["pid"] for r in records}) == 3
 
 
-def preloaded_at(folder: Path, pid: int) -> float:
-    return float((folder / f"preloaded.{pid}").read_text())
-
-
-def test_job_processes_start_and_import_while_the_sweep_is_still_checking_its_jobs(tmp_path):
-    grid = ["hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=2", "+x=1,2,3", "hydra.launcher.preload=[preload_marker]"]
-    slow_check = "+hydra.callbacks.slow_check._target_=__main__.SlowCheck"
-    for folder in (tmp_path / "early", tmp_path / "late"):
-        folder.mkdir()
-        (folder / "preload_marker.py").write_text(PRELOAD_MARKER)
-
-    proc, records = run_sweep(tmp_path / "early", *grid, EARLY, slow_check)
-    assert proc.returncode == 0, proc.stderr
-    checked = float((tmp_path / "early" / "checked_at").read_text())
-    # Both slots' processes ran the jobs, and had imported the preload before the check ended.
-    assert len({r["pid"] for r in records}) == 2 and len(records) == 3
-    assert all(preloaded_at(tmp_path / "early", r["pid"]) < checked for r in records)
-
-    # Without the callback the launcher starts them (and they import) only after the check.
-    proc, records = run_sweep(tmp_path / "late", *grid, slow_check)
-    assert proc.returncode == 0, proc.stderr
-    checked = float((tmp_path / "late" / "checked_at").read_text())
-    assert all(preloaded_at(tmp_path / "late", r["pid"]) > checked for r in records)
-
-
-def test_a_sweep_refused_before_it_launches_leaves_no_job_process(tmp_path):
-    (tmp_path / "preload_marker.py").write_text(PRELOAD_MARKER)
-    mark = f"early-{os.getpid()}-{time.monotonic_ns()}"
-    proc, records = run_sweep(
-        tmp_path, "hydra.launcher.gpus=[]", "+x=1,2", "hydra.launcher.preload=[preload_marker]", EARLY,
-        "+hydra.callbacks.refuse._target_=__main__.Refuse", NODE_PARALLEL_TEST_MARK=mark,
-    )
-    assert proc.returncode == 2 and records == []
-    marked = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if f"NODE_PARALLEL_TEST_MARK={mark}".encode() in environ.read_bytes():
-                marked.append(int(environ.parent.name))
-        except OSError:
-            continue
-    assert not [pid for pid in marked if is_alive(pid)]
-
-
 def test_return_values_come_back_to_hydra(hydra_sweep_runner, hydra_restore_singletons, tmp_path):
     sweep = hydra_sweep_runner(
         calling_file=None,
@@ -443,18 +377,12 @@ def test_plans_that_would_share_or_lack_gpus_are_refused(gpus, gpus_per_job, job
         plan_node(gpus=gpus, gpus_per_job=gpus_per_job, jobs_per_gpu=jobs_per_gpu, max_parallel=max_parallel)
 
 
-def test_the_project_preset_extends_the_plugin_and_shows_its_keys_and_defaults():
+def test_the_project_preset_extends_the_plugin_and_changes_only_the_start_order():
     preset = OmegaConf.load(REPO / "conf" / "hydra" / "launcher" / "node_parallel.yaml")
-
-    assert list(preset.pop("defaults")) == ["reslab_node_parallel", "_self_"]
-    # ResLab's sweeps start their deepest networks first; otherwise the plugin's defaults.
-    assert preset.pop("longest_first_by") == "model.depth"
-    # ... and their job processes import a job's modules before the first job comes.
-    assert preset.pop("preload") == ["reslab.tasks.train", "reslab.data", "wandb"]
+    # ResLab's sweeps start their deepest networks first; the keys and other defaults are the plugin's.
+    assert OmegaConf.to_container(preset) == {"defaults": ["reslab_node_parallel", "_self_"], "longest_first_by": "model.depth"}
     plugin = OmegaConf.to_container(OmegaConf.structured(NodeParallelLauncherConf))
-    assert plugin.pop("longest_first_by") is None
-    assert plugin.pop("preload") == []
-    assert OmegaConf.to_container(preset) == plugin
+    assert plugin["longest_first_by"] is None and "longest_first_by" in plugin
 
 
 # ----------------------------------------------------------------------------- faults stay inside their job

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
 from conftest import run_cli
-from reslab.cluster import check_cluster_layout
+from reslab.checks import check_cluster_layout
 from reslab.errors import ConfigError
 from reslab.job import read_metrics_csv
 from slurm_testing import (

@@ -1,31 +1,36 @@
-"""Settings checked before a job does any work: the trainer's, the optimiser's ranges and the
-folder the job writes to. Each function takes a composed job config and raises ConfigError with
-one line that names the key, what was wrong and what is allowed.
+"""Validation, all of it: whether a job's config can run, decided in seconds before any work.
+Each check raises ConfigError with one line that names the key, what was wrong and what is
+allowed.
 
-Lightning is the judge of its own arguments. The trainer's accelerator, devices, num_nodes,
-strategy, precision and sync_batchnorm go to a throwaway `Trainer` (no logger, no callbacks,
-no checkpointing: about 10 ms, no process started, nothing written), and what it refuses comes
-back as a ConfigError naming the keys its message is about. ResLab's own rules sit beside it:
-a run is measured in steps (`trainer.max_steps` >= 1; the schedules count them), and the
-optimiser's lr, momentum and weight decay must lie where training can converge.
+When: every job of a grid sweep is checked before the first starts (reslab.sweep.SweepOwner);
+a single run, and each job of a sampling sweeper (Optuna), is checked as it starts
+(`check_at_start`). So each check runs once per job. A job that runs on another machine
+(`hydra/launcher=slurm`) cannot have that machine's devices checked in the launching process:
+there the names are checked up front and the whole job again when it starts on its node.
 
-A job that runs on another machine (`hydra/launcher=slurm`, checked in the launching process)
-cannot have that machine's devices checked here: there the names are checked up front and the
-rest when the job starts on its node, where `check_job` runs again.
+What: `check_job` builds what can be wrong cheaply: the settings (the trainer's, the
+optimiser's ranges, the output folder, `speed`, the SLURM layout), the optimiser and schedule
+on a dummy parameter, the network on the meta device (no memory, no init cost), the datamodule
+(whose constructor checks its files and settings) and the callbacks. Lightning is the judge of
+its own arguments: the trainer's accelerator, devices, num_nodes, strategy, precision and
+sync_batchnorm go to a throwaway `Trainer` (no logger, no callbacks, no checkpointing: nothing
+started, nothing written), and what it refuses comes back naming the keys its message is
+about. ResLab's own rules sit beside it: a run is measured in steps (`trainer.max_steps` >= 1;
+the schedules count them), and the optimiser's lr, momentum and weight decay must lie where
+training can converge.
 
 A batch larger than the training split is allowed, and said at the start of training (the data
 modules log one line): the step then trains on the whole split (full-batch gradient descent),
 which is a legitimate choice, and how many examples the split holds is known only once the data
-is read.
-
-Lightning is imported inside the checks that use it, so that importing this module (the
-pre-check does) costs nothing; a job pays that import anyway.
+is read. Lightning and torch are imported inside the checks that use them, so that importing
+this module costs nothing; a job pays those imports anyway.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,9 +38,134 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from reslab.cluster import GPU_ACCELERATORS, is_slurm_launcher
 from reslab.errors import ConfigError
+from reslab.speed import MATMUL_PRECISIONS
+from reslab.tasks import TASKS
+
+# What a job does when it fails (`on_error`; conf/train.yaml).
+ON_ERROR = ("auto", "continue", "raise")
+# The tasks that build a network and data from cfg.model and cfg.data.
+NETWORK_TASKS = ("train", "eval")
+
+
+def check_at_start(cfg: DictConfig) -> None:
+    """Check a job as it starts, unless its sweep checked it before launching it: a grid sweep
+    whose jobs run on this kind of machine."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from reslab.sweep import is_basic_sweeper
+
+        checked = is_basic_sweeper(OmegaConf.select(hydra_cfg, "sweeper._target_"))
+        if checked and not is_slurm_launcher(hydra_cfg.launcher):
+            return
+    check_job(cfg, launcher=hydra_cfg.launcher)
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, but a ConfigError raised by the target comes out as itself
+    (Hydra wraps it), so the user sees its message alone; and a key the target does not take
+    (`+data.foo=1`) is a ConfigError naming it and the keys the config has."""
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, ConfigError):
+            raise error.__cause__ from None
+        unknown = _unexpected_keyword(error.__cause__)
+        if unknown is not None and isinstance(node, DictConfig):
+            # Hydra's message names the node ("full_key: data"); the config's keys are the settings.
+            where = re.search(r"full_key: (\S+)", str(error))
+            group = where.group(1) if where else str(node.get("_target_"))
+            settings = ", ".join(sorted(str(key) for key in node if not str(key).startswith("_") and key != unknown))
+            raise ConfigError(
+                f"{group}.{unknown} is not a setting of {node.get('_target_')}; its settings are: {settings}"
+            ) from None
+        raise
+
+
+def _unexpected_keyword(error: BaseException | None) -> str | None:
+    """The argument name of Python's "got an unexpected keyword argument 'x'" TypeError."""
+    if not isinstance(error, TypeError):
+        return None
+    found = re.search(r"unexpected keyword argument '([^']+)'", str(error))
+    return found.group(1) if found else None
+
+
+def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
+    """Raise ConfigError if this job config cannot run on `launcher` (the `hydra.launcher` node;
+    None: the one in `cfg`, a composed sweep job's config that holds its `hydra` node)."""
+    check_choice("task", cfg.get("task"), tuple(TASKS))
+    check_choice("on_error", cfg.get("on_error"), ON_ERROR)
+    if cfg.task not in NETWORK_TASKS:
+        return
+    check_settings(cfg, launcher)
+    import torch
+
+    with torch.device("meta"):
+        instantiate(cfg.model)
+    instantiate(cfg.data)
+    if cfg.task == "train":
+        check_optimizer_builds(cfg)
+        check_callbacks(cfg)
+    if cfg.task == "eval" and cfg.get("ckpt_path") in (None, "none") and not cfg.model.get("weights"):
+        raise ConfigError(
+            "task=eval scores trained weights: give ckpt_path=FILE (a checkpoint of a job with this "
+            "model and data config), or a pretrained model=torchvision with model.weights"
+        )
+
+
+def check_settings(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
+    """The settings of a training or evaluation job: the trainer's, the optimiser's ranges, the
+    output folder, `speed`, and the SLURM layout (see check_job for `launcher`)."""
+    check_trainer(cfg)
+    if cfg.get("task", "train") == "train":
+        check_optimizer_ranges(cfg)
+    check_output_folder(cfg)
+    check_speed(**(cfg.get("speed") or {}))
+    check_cluster_layout(launcher if launcher is not None else OmegaConf.select(cfg, "hydra.launcher"), cfg.trainer)
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """Each callback checks its own settings as it is built (Lightning's checkpoint its
+    intervals, for one); building them all takes milliseconds and writes nothing."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException  # how Lightning refuses a setting
+
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not node:
+            continue
+        try:
+            instantiate(node)
+        except InstantiationException as error:
+            if isinstance(error.__cause__, (MisconfigurationException, ValueError)):
+                raise ConfigError(f"callbacks.{name}: {error.__cause__}") from None
+            raise
+
+
+def check_optimizer_builds(cfg: DictConfig) -> None:
+    import torch
+
+    try:
+        optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
+        if cfg.get("scheduler"):
+            instantiate(cfg.scheduler)(optimizer)
+    except (InstantiationException, ValueError) as error:
+        # torch.optim checks its own arguments (a negative lr, momentum) with ValueError.
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, ValueError):
+            raise ConfigError(f"optimizer / scheduler: {cause}") from None
+        raise
+
 
 # Trainer arguments that the throwaway Trainer judges, in the order the message names them.
 TRAINER_SETTINGS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "sync_batchnorm")
@@ -48,16 +178,6 @@ _SETTING_WORDS = {
     "precision": ("precision",),
     "sync_batchnorm": ("sync_batchnorm", "syncbatchnorm"),
 }
-# Launchers whose jobs run on other machines (target names end so); see the module docstring.
-REMOTE_LAUNCHERS = ("SlurmLauncher",)
-
-
-def check_settings(cfg: DictConfig) -> None:
-    """Everything of this module for one job config (a training or an evaluation job)."""
-    check_trainer(cfg)
-    if cfg.get("task", "train") == "train":
-        check_optimizer(cfg)
-    check_output_folder(cfg)
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -87,14 +207,20 @@ def check_steps(max_steps: Any, max_epochs: Any) -> None:
 
 
 def check_on_this_machine(cfg: DictConfig, settings: dict[str, Any]) -> None:
-    """Lightning builds a Trainer from `settings` here, or says why not."""
+    """Lightning builds a Trainer from `settings` here, or says why not; then ResLab's own rule
+    on it: torch's SyncBatchNorm does not run on CPUs."""
+    from lightning.pytorch.accelerators import CPUAccelerator
+
     from reslab import distributed
 
     with _quiet():
         plugins = distributed.cluster_plugins()
     trainer = _throwaway_trainer(settings, plugins=plugins)
-    # ResLab's own rules on a built trainer (e.g. sync_batchnorm needs GPUs).
-    distributed.check_trainer(cfg, trainer)
+    if cfg.trainer.get("sync_batchnorm") and trainer.world_size > 1 and isinstance(trainer.accelerator, CPUAccelerator):
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU; "
+            "drop it or train on GPUs (trainer.accelerator=gpu)"
+        )
 
 
 def check_setting_names(settings: dict[str, Any]) -> None:
@@ -145,8 +271,7 @@ def runs_elsewhere(cfg: DictConfig) -> bool:
     if "hydra" not in cfg:
         return False
     # The sweep's pre-check composes each job with the sweep's hydra overrides (its launcher).
-    target = OmegaConf.select(cfg, "hydra.launcher._target_", default=None)
-    return isinstance(target, str) and target.endswith(REMOTE_LAUNCHERS)
+    return is_slurm_launcher(OmegaConf.select(cfg, "hydra.launcher"))
 
 
 def _refused(settings: dict[str, Any], error: Exception) -> ConfigError:
@@ -214,7 +339,7 @@ def _quiet() -> Iterator[None]:
 # ----------------------------------------------------------------------------- optimiser
 
 
-def check_optimizer(cfg: DictConfig) -> None:
+def check_optimizer_ranges(cfg: DictConfig) -> None:
     """lr > 0, 0 <= momentum < 1, weight_decay >= 0, betas in [0, 1), for any optimiser config
     that has these keys (torch.optim accepts lr=0 and momentum >= 1, which never train)."""
     optimizer = cfg.optimizer
@@ -285,3 +410,71 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+# ----------------------------------------------------------------------------- speed, cluster
+
+
+def check_speed(compile: bool | str = False, channels_last: bool | str = "auto", float32_matmul_precision: str = "auto", **unknown: Any) -> None:
+    """Raise ConfigError for a `speed.*` value that cannot be applied."""
+    if unknown:
+        raise ConfigError(
+            f"speed.{sorted(unknown)[0]} is not a speed setting; the settings are compile, channels_last, "
+            "float32_matmul_precision"
+        )
+    if not isinstance(compile, bool):
+        import torch
+
+        backends = torch.compiler.list_backends(exclude_tags=())
+        if compile not in backends:
+            raise ConfigError(
+                f"speed.compile={compile!r} is not allowed; use false, true (torch.compile's default "
+                f"backend, inductor) or a torch.compile backend: {', '.join(sorted(backends))}"
+            )
+    if not isinstance(channels_last, bool) and channels_last != "auto":
+        raise ConfigError(f"speed.channels_last={channels_last!r} is not allowed; use true, false or auto (on CUDA and the CPU)")
+    if float32_matmul_precision not in MATMUL_PRECISIONS:
+        raise ConfigError(
+            f"speed.float32_matmul_precision={float32_matmul_precision!r} is not allowed; "
+            f"use one of {', '.join(MATMUL_PRECISIONS)}"
+        )
+
+
+def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> None:
+    """Raise ConfigError when the SLURM resources of `launcher` (a `hydra.launcher` node) cannot
+    run `trainer` (a job's `trainer` node) as one run of num_nodes x devices ranks. Any other
+    launcher, or none: nothing to check."""
+    if not is_slurm_launcher(launcher):
+        return
+    devices = _count("trainer.devices", trainer.get("devices"), "devices per node; SLURM starts one task per device")
+    num_nodes = _count("trainer.num_nodes", trainer.get("num_nodes", 1), "nodes")
+    nodes, tasks = launcher.get("nodes"), launcher.get("tasks_per_node")
+    if nodes != num_nodes:
+        raise ConfigError(
+            f"hydra.launcher.nodes={nodes} but trainer.num_nodes={num_nodes}: one run spans the nodes "
+            "SLURM gives it, so they must be equal (leave hydra.launcher.nodes out: it follows trainer.num_nodes)"
+        )
+    if tasks != devices:
+        raise ConfigError(
+            f"hydra.launcher.tasks_per_node={tasks} but trainer.devices={devices}: SLURM starts one task "
+            "per device, so they must be equal (leave hydra.launcher.tasks_per_node out: it follows trainer.devices)"
+        )
+    accelerator = trainer.get("accelerator")
+    gpus = launcher.get("gpus_per_node") or 0
+    if gpus and accelerator == "cpu":
+        raise ConfigError(
+            f"hydra.launcher.gpus_per_node={gpus} asks SLURM for GPUs that trainer.accelerator=cpu leaves "
+            "idle; set hydra.launcher.gpus_per_node=null, or train on them with trainer.accelerator=gpu"
+        )
+    if (gpus or accelerator in GPU_ACCELERATORS) and gpus != devices:
+        raise ConfigError(
+            f"hydra.launcher.gpus_per_node={gpus or 'null'} but trainer.devices={devices} on "
+            f"trainer.accelerator={accelerator}: each task trains on one GPU, so ask for {devices} per node "
+            "(leave hydra.launcher.gpus_per_node out: it follows trainer.devices)"
+        )
+
+
+def _count(key: str, value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r}: under hydra/launcher=slurm give the number of {what} (a whole number >= 1)")
+    return value

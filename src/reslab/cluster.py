@@ -6,7 +6,7 @@ SLURM starts `nodes x tasks_per_node` processes and Lightning's SLURMEnvironment
 the `num_nodes x devices` ranks of one run, so the launcher's numbers follow the trainer's
 (conf/hydra/launcher/slurm.yaml): `nodes = trainer.num_nodes`, `tasks_per_node =
 trainer.devices`, and one GPU per device unless the trainer runs on CPUs (the resolver below).
-`check_cluster_layout` refuses, before anything is submitted, a launch where they were set
+`reslab.checks.check_cluster_layout` refuses, before anything is submitted, a launch where they were set
 apart; the `SlurmSweep` Hydra callback (conf/hydra/default.yaml) does what only the cluster can
 tell: GPUs asked of a cluster that has none, and whether it keeps accounting.
 """
@@ -23,7 +23,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
 
@@ -51,46 +50,6 @@ def register_resolvers() -> None:
 
 def is_slurm_launcher(launcher: DictConfig | None) -> bool:
     return launcher is not None and launcher.get("_target_") == SLURM_LAUNCHER
-
-
-def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> None:
-    """Raise ConfigError when the SLURM resources of `launcher` (a `hydra.launcher` node) cannot
-    run `trainer` (a job's `trainer` node) as one run of num_nodes x devices ranks. Any other
-    launcher, or none: nothing to check."""
-    if not is_slurm_launcher(launcher):
-        return
-    devices = _count("trainer.devices", trainer.get("devices"), "devices per node; SLURM starts one task per device")
-    num_nodes = _count("trainer.num_nodes", trainer.get("num_nodes", 1), "nodes")
-    nodes, tasks = launcher.get("nodes"), launcher.get("tasks_per_node")
-    if nodes != num_nodes:
-        raise ConfigError(
-            f"hydra.launcher.nodes={nodes} but trainer.num_nodes={num_nodes}: one run spans the nodes "
-            "SLURM gives it, so they must be equal (leave hydra.launcher.nodes out: it follows trainer.num_nodes)"
-        )
-    if tasks != devices:
-        raise ConfigError(
-            f"hydra.launcher.tasks_per_node={tasks} but trainer.devices={devices}: SLURM starts one task "
-            "per device, so they must be equal (leave hydra.launcher.tasks_per_node out: it follows trainer.devices)"
-        )
-    accelerator = trainer.get("accelerator")
-    gpus = launcher.get("gpus_per_node") or 0
-    if gpus and accelerator == "cpu":
-        raise ConfigError(
-            f"hydra.launcher.gpus_per_node={gpus} asks SLURM for GPUs that trainer.accelerator=cpu leaves "
-            "idle; set hydra.launcher.gpus_per_node=null, or train on them with trainer.accelerator=gpu"
-        )
-    if (gpus or accelerator in GPU_ACCELERATORS) and gpus != devices:
-        raise ConfigError(
-            f"hydra.launcher.gpus_per_node={gpus or 'null'} but trainer.devices={devices} on "
-            f"trainer.accelerator={accelerator}: each task trains on one GPU, so ask for {devices} per node "
-            "(leave hydra.launcher.gpus_per_node out: it follows trainer.devices)"
-        )
-
-
-def _count(key: str, value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r}: under hydra/launcher=slurm give the number of {what} (a whole number >= 1)")
-    return value
 
 
 # ----------------------------------------------------------------------------- what the cluster has

@@ -35,7 +35,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict
 
-from reslab.errors import ConfigError
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -72,17 +71,6 @@ def cluster_plugins() -> list:
     if SLURMEnvironment.detect():
         return [SLURMEnvironment(auto_requeue=False)]
     return []
-
-
-def check_trainer(cfg: DictConfig, trainer: pl.Trainer) -> None:
-    """Settings that cannot work together fail here, before any process starts."""
-    from lightning.pytorch.accelerators import CPUAccelerator
-
-    if cfg.trainer.get("sync_batchnorm") and trainer.world_size > 1 and isinstance(trainer.accelerator, CPUAccelerator):
-        raise ConfigError(
-            "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU; "
-            "drop it or train on GPUs (trainer.accelerator=gpu)"
-        )
 
 
 @contextmanager

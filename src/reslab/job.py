@@ -1,4 +1,6 @@
-"""What a job and a sweep are, in one place: file names, the job's identity and its records.
+"""What a job and a sweep are, in one place: file names, the job's identity (folder and W&B
+names, the keys that do not change what it computes) and its record (results.json with its
+statuses and attempts, metrics.csv), read and written here only.
 
 Pure: nothing here imports Lightning, W&B or torch. Loggers, the task wrapper, the sweep
 callback and the report all read these rules from here, so that a job is named, grouped and
@@ -15,7 +17,10 @@ import csv
 import hashlib
 import json
 import math
+import os
 import re
+import socket
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,14 +48,48 @@ MONITORED = ("val/err", "val/loss", "val/err_top5")
 # "final training error".
 FINAL_TRAIN_WINDOW = 0.1
 
-# Top-level config keys that change how a job runs or reports, not what it computes: a rerun
-# that differs only in these finds its completed job unchanged and skips it.
-NOT_COMPUTED_KEYS = ("on_error", "logger", "ckpt_path", "speed")
-
-# Override keys that say where or how a job runs, not what it computes: kept out of job names.
-_HOW_KEYS = ("hydra", "trainer", "callbacks", "logger", "paths", "experiment", "experiment_name", "debug")
-# Model overrides the name already says through its family (plain, preact, ...) and depth.
+# The one list of config keys that do not change what a job computes: two runs that differ only
+# in such a key are meant to give the same numbers up to floating-point rounding. A key covers
+# its sub-keys (`speed` covers `speed.compile`). Job folder names, W&B run names and the rerun
+# rule (config_digest) all leave them out. `trainer.accelerator` is here because the data order
+# and the network's arithmetic do not depend on the device type; `trainer.devices` (the global
+# batch), `trainer.precision` and `data.num_workers` (the workers' random streams) are not.
+NOT_COMPUTED_KEYS = (
+    "speed",
+    "logger",
+    "on_error",
+    "ckpt_path",
+    "paths",
+    "data.root",
+    "data.download",
+    "trainer.accelerator",
+    "trainer.enable_progress_bar",
+    "callbacks.progress_bar",
+    "experiment_name",
+)
+# Overrides a job's folder name leaves out although they change what is computed: the sweep
+# folder's name says the experiment (`multirun/DATE/TIME_EXPERIMENT`).
+SWEEP_NAMED_KEYS = ("experiment",)
+# Model overrides the W&B run name already says through its family (plain, preact, ...) and depth.
 _NAMED_KEYS = ("model", "model.depth", "model.preact", "model.name")
+# Groups a W&B run name leaves out to stay short (how long and with what callbacks a job trains);
+# the folder name holds them, and W&B shows them in the run's config.
+_SHORT_NAME_SKIPS = ("trainer", "callbacks", "debug")
+# How Hydra's `exclude_keys` named job folders before NOT_COMPUTED_KEYS was the one rule: a
+# sweep made then keeps its folders (see job_folder).
+_LEGACY_FOLDER_EXCLUDES = (
+    "experiment", "experiment_name", "trainer.enable_progress_bar", "trainer", "trainer.accelerator",
+    "trainer.devices", "trainer.num_nodes", "logger", "data.root", "data.num_workers", "paths.data_dir",
+    "ckpt_path", "on_error",
+)
+_LEGACY_DIGEST_EXCLUDES = ("on_error", "logger", "ckpt_path", "speed")
+FOLDER_RESOLVER = "reslab.job_folder"
+
+
+def computes(key: str) -> bool:
+    """Whether a config key (`speed.compile`, `+data.root`) may change what a job computes."""
+    key = key.lstrip("+~")
+    return not any(key == listed or key.startswith(f"{listed}.") for listed in NOT_COMPUTED_KEYS)
 
 
 class UnreadableJobFile(ValueError):
@@ -72,18 +111,15 @@ def model_family(model: Mapping[str, Any], choice: str | None = None) -> str:
     return str(model.get("name") or choice or "model")
 
 
-def job_name(
-    model: Mapping[str, Any], overrides: Iterable[str], choices: Mapping[str, str | None], exclude: Iterable[str] = ()
-) -> str:
+def job_name(model: Mapping[str, Any], overrides: Iterable[str], choices: Mapping[str, str | None]) -> str:
     """`family-depth` plus the job's other overrides that change what it computes, compactly:
     `plain-56`, `resnet-20-shortcut=B-seed=1`, `preact-110-cifar10-lr=0.05`."""
     parts = [model_family(model, choices.get("model"))]
     if model.get("depth") is not None and not model.get("stages"):
         parts.append(str(model["depth"]))
-    skipped = set(exclude) | set(_NAMED_KEYS)
     for override in overrides:
         key, assigned, value = override.lstrip("+~").partition("=")
-        if not assigned or key in skipped or key.split(".")[0] in _HOW_KEYS:
+        if not assigned or not computes(key) or key in _NAMED_KEYS or key.split(".")[0] in _SHORT_NAME_SKIPS:
             continue
         if key == "model.shortcut" and value.lower() == "none":
             continue  # the family says it: plain
@@ -113,14 +149,45 @@ def sweep_group(sweep_dir: Path) -> str:
     return sweep_dir.name
 
 
-def config_digest(cfg: DictConfig) -> str:
+def config_digest(cfg: DictConfig, excluded: Iterable[str] = NOT_COMPUTED_KEYS) -> str:
     """A fingerprint of what a job computes: its composed config (interpolations unresolved, so
     the folder and the clock do not enter) without the NOT_COMPUTED_KEYS."""
     container = OmegaConf.to_container(cfg, resolve=False)
-    for key in NOT_COMPUTED_KEYS:
-        container.pop(key, None)
+    for key in excluded:
+        *parents, leaf = key.split(".")
+        node = container
+        for parent in parents:
+            node = node.get(parent) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def same_computation(record: Mapping[str, Any], cfg: DictConfig) -> bool:
+    """Whether a job's record was made with a config that computes what `cfg` does (a record
+    written before the key list above was the one rule carries the digest of its day)."""
+    digest = record.get("config_digest")
+    return digest in (config_digest(cfg), config_digest(cfg, _LEGACY_DIGEST_EXCLUDES))
+
+
+def job_folder(sweep_dir: str, overrides: Iterable[str]) -> str:
+    """A sweep job's folder name: its overrides that change what it computes, sorted and joined
+    as Hydra's `override_dirname` (`model.depth=56,model=plain`). A sweep folder that already
+    holds the job under the name of the earlier rule keeps using that folder."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
+    name = ",".join(sorted(o.input_line for o in parsed if computes(o.key_or_group) and o.key_or_group not in SWEEP_NAMED_KEYS))
+    legacy = ",".join(sorted(o.input_line for o in parsed if o.key_or_group not in _LEGACY_FOLDER_EXCLUDES))
+    if legacy != name and not (Path(sweep_dir) / name).exists() and (Path(sweep_dir) / legacy).exists():
+        return legacy
+    return name
+
+
+# conf/hydra/default.yaml names every sweep job's folder with it.
+if not OmegaConf.has_resolver(FOLDER_RESOLVER):
+    OmegaConf.register_new_resolver(FOLDER_RESOLVER, job_folder)
 
 
 # ----------------------------------------------------------------------------- records
@@ -134,6 +201,39 @@ def write_results(job_dir: Path, results: Mapping[str, Any]) -> Path:
     tmp.write_text(json.dumps(results, indent=2, sort_keys=True, default=_jsonable) + "\n")
     tmp.replace(path)
     return path
+
+
+def new_record(previous: dict[str, Any] | None, **facts: Any) -> dict[str, Any]:
+    """A job attempt's first record (`running`, with pid, host and start time); an earlier
+    attempt's record, and the attempts it kept, go under `attempts`."""
+    attempts = []
+    if previous is not None:
+        attempts = [*previous.pop("attempts", []), previous]
+    return {
+        "status": RUNNING,
+        "error": None,
+        **facts,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "attempts": attempts,
+    }
+
+
+def record_lost(job_dir: Path, reason: str, overrides: Iterable[str]) -> None:
+    """Mark a job failed whose process died before its final record (killed, out of memory):
+    its results.json is missing or still says `running`. Any other record is the job's own (or
+    an earlier attempt's, which must not be lost) and stays as it is."""
+    try:
+        record = read_results(job_dir)
+    except UnreadableJobFile:
+        return  # not ours to repair: the report lists it as unreadable
+    if record is None:
+        record = {"overrides": list(overrides)}
+    elif record.get("status") != RUNNING:
+        return
+    record.update(status=FAILED, error=reason)
+    write_results(job_dir, record)
 
 
 def read_results(job_dir: Path) -> dict[str, Any] | None:

@@ -93,7 +93,7 @@ def wandb_run_args(cfg: DictConfig, node: DictConfig, job_dir: Path) -> dict[str
     if node.get("mode") not in (None, *WANDB_MODES):
         allowed = ", ".join(WANDB_MODES)
         raise ConfigError(f"logger.wandb.mode must be one of {allowed} or null (auto), got {node.mode!r}")
-    overrides, choices, exclude = _hydra_job_facts()
+    overrides, choices = _hydra_job_facts()
     config = OmegaConf.to_container(cfg, resolve=True)
     config["hydra"] = {"choices": choices, "overrides": overrides}
     args: dict[str, Any] = {
@@ -101,7 +101,7 @@ def wandb_run_args(cfg: DictConfig, node: DictConfig, job_dir: Path) -> dict[str
         "tags": [*job_tags(cfg.model, choices), *(node.get("tags") or [])],
     }
     if not node.get("name"):
-        args["name"] = job_name(cfg.model, overrides, choices, exclude)
+        args["name"] = job_name(cfg.model, overrides, choices)
     if not node.get("group"):
         args["group"] = sweep_group(_sweep_dir(job_dir))
     if not node.get("id") and cfg.get("ckpt_path") != "none":
@@ -138,14 +138,13 @@ def _define_metrics(run) -> None:
         run.define_metric(name, step_metric=STEP_KEY, step_sync=True, summary="min,last")
 
 
-def _hydra_job_facts() -> tuple[list[str], dict[str, str | None], list[str]]:
-    """(task overrides, group choices, override keys Hydra keeps out of job folder names)."""
+def _hydra_job_facts() -> tuple[list[str], dict[str, str | None]]:
+    """(task overrides, group choices)."""
     if not HydraConfig.initialized():
-        return [], {}, []
+        return [], {}
     hydra_cfg = HydraConfig.get()
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra")}
-    exclude = list(hydra_cfg.job.config.override_dirname.exclude_keys)
-    return list(hydra_cfg.overrides.task), choices, exclude
+    return list(hydra_cfg.overrides.task), choices
 
 
 def _sweep_dir(job_dir: Path) -> Path:

@@ -12,7 +12,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from reslab.callbacks.step_log import FlushStepLog, StepLog
-from reslab.speed import channels_last_on, check_speed, matmul_precision_for
+from reslab.speed import channels_last_on, matmul_precision_for
 
 # The per-step training values, in the order the module records them.
 STEP_VALUES = ("train/loss", "train/err")
@@ -51,7 +51,6 @@ class ClassificationModule(pl.LightningModule):
         float32_matmul_precision: str = "auto",
     ) -> None:
         super().__init__()
-        check_speed(compile, channels_last, float32_matmul_precision)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

@@ -35,7 +35,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from reslab import collector, job
+from reslab import job
 from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
@@ -218,7 +218,7 @@ class SweepOwner(Callback):
             self._lock = None
 
     def _check_jobs(self, config: DictConfig) -> None:
-        from reslab.preflight import check_job  # torch and the builders: only when a sweep runs
+        from reslab.checks import check_job  # torch and the builders: only when a sweep runs
 
         try:
             if is_grid_sweep(config):
@@ -231,6 +231,7 @@ class SweepOwner(Callback):
             log.error("configuration error: %s", error)
             raise SystemExit(2) from None
         problems = []
+        folders: dict[Path, list[str]] = {}
         for number, overrides in enumerate(jobs):
             try:
                 # With the sweep's own hydra overrides (its launcher above all): what a job may ask
@@ -240,11 +241,14 @@ class SweepOwner(Callback):
                     overrides=[*as_written(config, "hydra.overrides.hydra", []), *overrides],
                     return_hydra_config=True,
                 )
-                with as_launched(job_config, number):
+                with as_launched(job_config, number) as folder:
                     check_job(job_config)
-                if number == 0:  # the first check imported what this process keeps: reslab.collector
-                    collector.keep_imports()
-                    collector.started()
+                if folder in folders:
+                    raise ConfigError(
+                        f"it would share the folder {folder.name} with job {' '.join(folders[folder])}: they differ "
+                        f"only in keys that do not change what a job computes ({', '.join(job.NOT_COMPUTED_KEYS)})"
+                    )
+                folders[folder] = overrides
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
             except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked
@@ -257,30 +261,13 @@ class SweepOwner(Callback):
         log.info("checked the configs of %s", what)
 
 
-class StartJobProcessesEarly(Callback):
-    """Under hydra/launcher=node_parallel, a grid sweep's reused job processes start, and import
-    the launcher's `preload`, while the next callback (SweepOwner) checks the jobs
-    (node_parallel_launcher.start_job_processes_early says how).
-
-    The callback lives here and not beside the launcher: Hydra's plugin scan executes every module
-    under hydra_plugins a second time, as a new module. A SLURM job unpickles its callbacks before
-    that scan, so a callback class from there is no longer the one its module names, and
-    submitit's requeue pickles it by value, with the module's globals (a lock), and fails.
-    """
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra_plugins.reslab_launchers.node_parallel_launcher import start_job_processes_early
-
-        start_job_processes_early(config)
-
-
 @contextmanager
-def as_launched(job_config: DictConfig, number: int) -> Iterator[None]:
+def as_launched(job_config: DictConfig, number: int) -> Iterator[Path]:
     """A sweep job's composed config as its launcher and Hydra's `run_job` complete it before the
     job runs: its number (folders may be named by it, `hydra.sweep.subdir=job${hydra.job.num}`),
     its output folder, and HydraConfig holding it, so that `${hydra:runtime.output_dir}` (the
     job's `paths.output_dir`) is this job's folder, not the sweep's. HydraConfig is the sweep's
-    again afterwards."""
+    again afterwards. Yields the job's folder."""
     with open_dict(job_config):
         job_config.hydra.job.num = job_config.hydra.job.id = number
         folder = Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
@@ -289,7 +276,7 @@ def as_launched(job_config: DictConfig, number: int) -> Iterator[None]:
     sweeps_own = hydra_config.cfg
     hydra_config.set_config(job_config)
     try:
-        yield
+        yield folder
     finally:
         hydra_config.cfg = sweeps_own
 

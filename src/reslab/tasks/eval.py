@@ -10,38 +10,39 @@ that can test on ten crops (ImageNet folders) are scored twice: `test/err` on th
 
 from __future__ import annotations
 
-import logging
-
 import lightning.pytorch as pl
 from omegaconf import DictConfig
 
-from reslab import checkpoints, collector
-from reslab.module import ClassificationModule
-from reslab.preflight import instantiate
-from reslab.tasks.train import build_network_and_data, build_trainer, scalars
+from reslab import checkpoints, checks
+from reslab.tasks import build
 from reslab.tasks.wrapper import JobRun
 
-log = logging.getLogger("reslab")
 
+def evaluate(cfg: DictConfig) -> float | None:
+    run = JobRun.begin(cfg)
+    if run.skipped:
+        return run.outcome()
+    with run:
+        checks.check_at_start(cfg)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        net, datamodule, size = build.network_and_data(cfg)
+        run.note(**size)
+        module = build.module(cfg, net, train=False)
+        trainer = build.trainer(cfg, run.dir)
+        run.use_trainer(trainer)
+        ckpt_path = checkpoints.resume_path(cfg.ckpt_path, run.dir)
+        if ckpt_path is not None:
+            run.note(checkpoint=str(ckpt_path), checkpoint_step=checkpoints.check_checkpoint(ckpt_path, module))
+        test = dict(model=module, datamodule=datamodule, ckpt_path=ckpt_path and str(ckpt_path), verbose=False)
 
-def evaluate(cfg: DictConfig, run: JobRun) -> None:
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    net, datamodule = build_network_and_data(cfg, run)
-    module = ClassificationModule(net, optimizer=instantiate(cfg.optimizer), scheduler=None, num_classes=cfg.data.num_classes)
-    trainer = build_trainer(cfg, run)
-    ckpt_path = checkpoints.resume_path(cfg.ckpt_path, run.dir)
-    if ckpt_path is not None:
-        run.note(checkpoint=str(ckpt_path), checkpoint_step=checkpoints.check_checkpoint(ckpt_path, module))
-    collector.started()
-    test = dict(model=module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None, verbose=False)
-
-    ten_crop = getattr(datamodule, "ten_crop_test", None)
-    if ten_crop is not None:
-        datamodule.ten_crop_test = False
-    trainer.test(**test, weights_only=True)
-    metrics = scalars(trainer.callback_metrics)
-    if ten_crop is not None:
-        datamodule.ten_crop_test = True
+        ten_crop = getattr(datamodule, "ten_crop_test", None)
+        if ten_crop is not None:
+            datamodule.ten_crop_test = False
         trainer.test(**test, weights_only=True)
-        metrics.update({f"{name}_10crop": value for name, value in scalars(trainer.callback_metrics).items()})
-    run.note(metrics=metrics)
+        metrics = build.scalars(trainer.callback_metrics)
+        if ten_crop is not None:
+            datamodule.ten_crop_test = True
+            trainer.test(**test, weights_only=True)
+            metrics.update({f"{name}_10crop": value for name, value in build.scalars(trainer.callback_metrics).items()})
+        run.note(metrics=metrics)
+    return run.outcome()

@@ -1,17 +1,23 @@
-"""The one owner of a job's life: its record, status, error, on_error, exit code and final write.
+"""How every task's job begins and ends: skipped when it completed before, its record begun,
+its status, error, on_error, exit code and final record set by how the task ended. The record's
+files and rules (results.json, attempts, statuses) are reslab.job's.
 
-Every task (`train`, `eval`, `toy_chain`) is a plain function `task(cfg, run)` that builds and
-runs, notes its facts on `run` and registers what must happen at the end whatever the outcome
-(`run.on_finish`: close the loggers, read the trainer's counters). Nothing else decides how a
-job ended.
+A task reads:
+
+    run = JobRun.begin(cfg)
+    if run.skipped:                # completed before with this config: "skipped: completed"
+        return run.outcome()
+    with run:                      # whatever happens inside is recorded
+        ...build, fit, test; run.note(...) facts; run.use_trainer(trainer)
+    return run.outcome()           # the objective, or the exit code / error on_error asks for
 
 A job's results.json:
 - is written when the job starts (`running`, with pid and host) and when it ends;
 - keeps earlier attempts of the same job folder under `attempts`, so a failed rerun never loses
   a completed run's numbers;
-- makes a rerun with an unchanged config (see reslab.job.config_digest) skip the job:
-  "skipped: completed", its files untouched. An interrupted or failed job runs again and
-  resumes from its checkpoints/last.ckpt.
+- makes a rerun with an unchanged config (reslab.job.same_computation) skip the job: "skipped:
+  completed", its files untouched. An interrupted or failed job runs again and resumes from its
+  checkpoints/last.ckpt.
 
 Statuses and exit codes (single runs; a sweep's exit code is in reslab.sweep):
 completed 0 · failed or diverged 1 · configuration error 2 · interrupted 130 (SIGINT) or 143
@@ -23,12 +29,8 @@ raise in single runs.
 from __future__ import annotations
 
 import logging
-import os
 import platform
-import socket
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,77 +40,101 @@ from omegaconf import DictConfig
 
 from reslab import job
 from reslab.errors import ConfigError, JobInterrupted
-from reslab.preflight import check_job
 
 log = logging.getLogger("reslab")
 
-Task = Callable[[DictConfig, "JobRun"], None]
-# (status) -> facts for the record; run at the end whatever the outcome, in the order registered.
-Finisher = Callable[[str], dict[str, Any]]
 
-
-@dataclass
 class JobRun:
-    """What a task sees of its job: the folder, the record it adds facts to, and the finishers."""
+    """One job's run as its task sees it: the folder, the record it adds facts to, and, once the
+    task has built one, the trainer, which then says which process writes the record (global
+    rank 0) and whose counters and loggers finish it."""
 
-    dir: Path
-    record: dict[str, Any]
-    finishers: list[Finisher] = field(default_factory=list)
-    # Whether this process writes the record: global rank 0. Before a Trainer exists the rank
-    # comes from the environment; a task that builds one hands over `trainer.is_global_zero`.
-    is_writer: Callable[[], bool] = field(default=lambda: _rank_from_env() == 0)
+    def __init__(self, cfg: DictConfig, job_dir: Path, record: dict[str, Any], sweeping: bool, skipped: bool) -> None:
+        self.cfg = cfg
+        self.skipped = skipped
+        self.dir = job_dir
+        self.record = record
+        self.sweeping = sweeping
+        self.trainer: Any = None
+        self.failure: BaseException | None = None
+        self._start = time.perf_counter()
+
+    @classmethod
+    def begin(cls, cfg: DictConfig) -> JobRun:
+        """Begin this Hydra job's record (`running`), or skip the job (`skipped`, its files
+        untouched) when it completed before with a config that computes the same."""
+        hydra_cfg = HydraConfig.get()
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+        previous = _previous_record(job_dir)
+        if previous is not None and previous.get("status") == job.COMPLETED and job.same_computation(previous, cfg):
+            log.info("skipped: completed (%s)", job_dir)
+            return cls(cfg, job_dir, previous, sweeping, skipped=True)
+        facts = dict(
+            task=cfg.get("task"),
+            experiment=cfg.get("experiment_name"),
+            overrides=list(hydra_cfg.overrides.task),
+            seed=cfg.get("seed"),
+            config_digest=job.config_digest(cfg),
+            versions=software_versions(),
+        )
+        run = cls(cfg, job_dir, job.new_record(previous, **facts), sweeping, skipped=False)
+        run._write()
+        return run
 
     def note(self, **facts: Any) -> None:
         self.record.update(facts)
 
-    def on_finish(self, finisher: Finisher) -> None:
-        self.finishers.append(finisher)
+    def use_trainer(self, trainer: Any) -> None:
+        self.trainer = trainer
 
+    def __enter__(self) -> JobRun:
+        return self
 
-def run_task(cfg: DictConfig, task: Task) -> float | None:
-    """Run `task` as this Hydra job; return its objective (the best `val/err`) for sweepers that
-    minimise it."""
-    hydra_cfg = HydraConfig.get()
-    job_dir = Path(hydra_cfg.runtime.output_dir)
-    sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-    digest = job.config_digest(cfg)
-    previous = _previous_record(job_dir)
-    if previous is not None and previous.get("status") == job.COMPLETED and previous.get("config_digest") == digest:
-        log.info("skipped: completed (%s)", job_dir)
-        return _objective(previous)
-
-    run = JobRun(dir=job_dir, record=_new_record(cfg, hydra_cfg, digest, previous))
-    _write(run)
-    start = time.perf_counter()
-    failure: BaseException | None = None
-    try:
-        check_job(cfg, launcher=hydra_cfg.launcher)
-        task(cfg, run)
-        run.note(status=job.COMPLETED)
-    except ConfigError as error:
-        # Found during the job (a checkpoint, the trainer's devices): worded as configuration,
-        # handled like any failure of the job.
-        run.note(status=job.FAILED, error=f"configuration error: {error}")
-        log.error("configuration error: %s", error)
-        failure = error
-    except JobInterrupted as error:
-        run.note(status=job.INTERRUPTED, error=str(error))
-        failure = error
-    except (KeyboardInterrupt, SystemExit) as error:
-        # Ctrl-C outside training, Lightning's SIGTERM exit, a requeue that ends the job.
-        run.note(status=job.INTERRUPTED, error=repr(error))
-        failure = error
-    except Exception as error:  # noqa: BLE001 - recorded, then raised or let go per on_error
-        if _is_divergence(error):
-            run.note(status=job.DIVERGED, error=str(error))
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: Any) -> bool:
+        """Record how the task ended and write the final record; the error waits for `outcome`."""
+        self.failure = error
+        if error is None:
+            self.note(status=job.COMPLETED)
+        elif isinstance(error, ConfigError):
+            # Found during the job (a checkpoint, the trainer's devices): worded as configuration,
+            # handled like any failure of the job.
+            self.note(status=job.FAILED, error=f"configuration error: {error}")
+            log.error("configuration error: %s", error)
+        elif isinstance(error, JobInterrupted):
+            self.note(status=job.INTERRUPTED, error=str(error))
+        elif isinstance(error, (KeyboardInterrupt, SystemExit)):
+            # Ctrl-C outside training, Lightning's SIGTERM exit, a requeue that ends the job.
+            self.note(status=job.INTERRUPTED, error=repr(error))
+        elif _is_divergence(error):
+            self.note(status=job.DIVERGED, error=str(error))
             log.warning("run diverged: %s", error)
         else:
-            run.note(status=job.FAILED, error=f"{type(error).__name__}: {error}")
-            log.error("job failed: %s: %s", type(error).__name__, error, exc_info=sweeping)
-        failure = error
-    finally:
-        _finish(run, time.perf_counter() - start)
-    return _outcome(run.record, failure, cfg.on_error, sweeping)
+            self.note(status=job.FAILED, error=f"{type(error).__name__}: {error}")
+            log.error("job failed: %s: %s", type(error).__name__, error, exc_info=error if self.sweeping else None)
+        self._finish()
+        return True
+
+    def outcome(self) -> float | None:
+        """The objective, or the process's end / the error, as the status and on_error say."""
+        return _outcome(self.record, self.failure, self.cfg.on_error, self.sweeping)
+
+    def _finish(self) -> None:
+        if self.trainer is not None:
+            from reslab.tasks.build import trainer_facts
+
+            try:
+                self.record.update(trainer_facts(self.trainer, self.record, self.dir))
+            except Exception as error:  # noqa: BLE001 - the record is written whatever the loggers do
+                log.warning("finishing the job's record: %s: %s", type(error).__name__, error)
+        self.note(wall_time_s=round(time.perf_counter() - self._start, 3))
+        self._write()
+
+    def _write(self) -> None:
+        # Global rank 0 writes: the trainer knows; before there is one, the environment does.
+        writer = self.trainer.is_global_zero if self.trainer is not None else _rank_from_env() == 0
+        if writer:
+            job.write_results(self.dir, self.record)
 
 
 def _outcome(record: dict[str, Any], failure: BaseException | None, on_error: str, sweeping: bool) -> float | None:
@@ -152,41 +178,6 @@ def _is_divergence(error: BaseException) -> bool:
     from reslab.callbacks.divergence import TrainingDiverged
 
     return isinstance(error, TrainingDiverged)
-
-
-def _new_record(cfg: DictConfig, hydra_cfg: DictConfig, digest: str, previous: dict[str, Any] | None) -> dict[str, Any]:
-    attempts = []
-    if previous is not None:
-        attempts = [*previous.pop("attempts", []), previous]
-    return {
-        "status": job.RUNNING,
-        "error": None,
-        "task": cfg.get("task"),
-        "experiment": cfg.get("experiment_name"),
-        "overrides": list(hydra_cfg.overrides.task),
-        "seed": cfg.get("seed"),
-        "config_digest": digest,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": software_versions(),
-        "attempts": attempts,
-    }
-
-
-def _finish(run: JobRun, wall_time: float) -> None:
-    for finisher in run.finishers:
-        try:
-            run.record.update(finisher(run.record["status"]))
-        except Exception as error:  # noqa: BLE001 - the record is written whatever a finisher does
-            log.warning("finishing the job's record: %s: %s", type(error).__name__, error)
-    run.note(wall_time_s=round(wall_time, 3))
-    _write(run)
-
-
-def _write(run: JobRun) -> None:
-    if run.is_writer():
-        job.write_results(run.dir, run.record)
 
 
 def _previous_record(job_dir: Path) -> dict[str, Any] | None:
