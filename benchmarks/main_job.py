@@ -50,9 +50,9 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_module
+from loop_overhead import plain_loop  # the same hand-written loop as the loop-overhead benchmark
 from omegaconf import OmegaConf
 
-from loop_overhead import plain_loop  # the same hand-written loop as the loop-overhead benchmark
 from hydra_plugins.reslab_launchers.node_parallel_launcher import longest_first  # the launcher's start order
 from reslab.job import read_results
 from reslab.sweep import expand_grid

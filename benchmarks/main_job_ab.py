@@ -34,7 +34,9 @@ def run_side(src: str | None, overrides: list[str], scratch: Path) -> float:
     train = [sys.executable, "-m", "reslab.train", "-m", "experiment=digits_degradation", f"hydra.sweep.dir={sweep}"]
     start = time.perf_counter()
     subprocess.run([*train, *overrides], cwd=scratch, env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "reslab.report.cli", str(sweep)], cwd=scratch, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "reslab.report.cli", str(sweep)], cwd=scratch, env=env, check=True, capture_output=True
+    )
     return time.perf_counter() - start
 
 
@@ -55,13 +57,18 @@ def main() -> None:
             times = {side: run_side(*sides[side], Path(scratch)) for side in order}
             load = os.getloadavg()[0]
             pairs.append({"order": order, "a_s": round(times["a"], 1), "b_s": round(times["b"], 1), "load": load})
-            print(f"pair {number + 1} ({order}): A {times['a']:.1f} s, B {times['b']:.1f} s, "
-                  f"B/A {times['b'] / times['a']:.3f}, load {load:.1f}", flush=True)
+            print(
+                f"pair {number + 1} ({order}): A {times['a']:.1f} s, B {times['b']:.1f} s, "
+                f"B/A {times['b'] / times['a']:.3f}, load {load:.1f}",
+                flush=True,
+            )
     ratios = [p["b_s"] / p["a_s"] for p in pairs]
     print(f"median B/A over {len(pairs)} pairs: {statistics.median(ratios):.3f}")
     print("command: python " + " ".join(sys.argv))
     if args.json:
-        args.json.write_text(json.dumps({"command": sys.argv, "pairs": pairs, "median_ratio": statistics.median(ratios)}, indent=2))
+        args.json.write_text(
+            json.dumps({"command": sys.argv, "pairs": pairs, "median_ratio": statistics.median(ratios)}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ def test_default_run_is_quiet_and_real_warnings_still_show(train, tmp_path):
 
 def test_only_advertisements_are_dropped():
     keep = DropAdvertisements()
-    record = lambda msg: logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
+
+    def record(msg):
+        return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
+
     assert not keep.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"))
     assert keep.filter(record("GPU available: False, used: False"))

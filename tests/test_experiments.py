@@ -23,14 +23,14 @@ from torchvision.io import encode_jpeg, write_file
 
 from conftest import REPO
 from reslab.callbacks.warmup import WarmupUntilError
+from reslab.checks import instantiate as reslab_instantiate
 from reslab.data import write_cifar_like, write_mnist_like
 from reslab.errors import ConfigError
+from reslab.job import read_metrics_csv
 from reslab.models import count_parameters
 from reslab.module import ClassificationModule
 from reslab.report import paper
-from reslab.job import read_metrics_csv
 from reslab.schedules import multistep
-from reslab.checks import instantiate as reslab_instantiate
 
 CONF = REPO / "conf"
 PRESETS = ("cifar_table6", "imagenet_table2", "imagenet_table3", "preact_cifar", "mnist_transfer")

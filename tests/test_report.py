@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from conftest import FAST, cli_env
+from reslab.job import read_metrics_csv
 from reslab.report.collect import Job, load_sweep
-from reslab.sweep import expand_grid
 from reslab.report.layouts import DEGRADATION_NOISE, LAYOUTS, degradation_verdict, layout_for
 from reslab.report.tables import group_by_grid_point
-from reslab.job import read_metrics_csv
-from omegaconf import OmegaConf
+from reslab.sweep import expand_grid
 
 
 def only_sweep(root: Path) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from test_console import NOISE
 
 from conftest import REPO
-from test_console import NOISE
 
 # Every trial validates twice in its 6 steps, so each has an objective.
 VALIDATE = ["trainer.val_check_interval=3", "trainer.check_val_every_n_epoch=1", "logger=csv"]

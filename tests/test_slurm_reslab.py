@@ -19,8 +19,8 @@ from conftest import FAST, run_cli
 from reslab.job import read_metrics_csv
 from slurm_testing import (
     NO_CLUSTER,
-    BackgroundSweep,
     WAIT_S,
+    BackgroundSweep,
     cluster_answers,
     pause_once,
     results,

@@ -8,16 +8,15 @@ import json
 import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import Logger
+from test_wandb import history, wandb_runs
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import REPO, cli_env
-from test_wandb import history, wandb_runs
 from reslab.callbacks.divergence import DivergenceDetector
 from reslab.errors import ConfigError
 from reslab.job import read_metrics_csv

@@ -298,8 +298,11 @@ def _quoted(key: str, value: Any, words: str) -> bool:
 def _accelerators_here() -> str:
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
-    available = [name for name in sorted(AcceleratorRegistry.available_accelerators())
-                 if AcceleratorRegistry[name]["accelerator"].is_available()]
+    available = [
+        name
+        for name in sorted(AcceleratorRegistry.available_accelerators())
+        if AcceleratorRegistry[name]["accelerator"].is_available()
+    ]
     gpu = ["gpu"] if {"cuda", "mps"} & set(available) else []
     return f"use auto or one this machine has: {', '.join(available + gpu)}"
 
@@ -415,7 +418,12 @@ def _is_real(value: Any) -> bool:
 # ----------------------------------------------------------------------------- speed, cluster
 
 
-def check_speed(compile: bool | str = False, channels_last: bool | str = "auto", float32_matmul_precision: str = "auto", **unknown: Any) -> None:
+def check_speed(
+    compile: bool | str = False,
+    channels_last: bool | str = "auto",
+    float32_matmul_precision: str = "auto",
+    **unknown: Any,
+) -> None:
     """Raise ConfigError for a `speed.*` value that cannot be applied."""
     if unknown:
         raise ConfigError(
@@ -432,7 +440,9 @@ def check_speed(compile: bool | str = False, channels_last: bool | str = "auto",
                 f"backend, inductor) or a torch.compile backend: {', '.join(sorted(backends))}"
             )
     if not isinstance(channels_last, bool) and channels_last != "auto":
-        raise ConfigError(f"speed.channels_last={channels_last!r} is not allowed; use true, false or auto (on CUDA and the CPU)")
+        raise ConfigError(
+            f"speed.channels_last={channels_last!r} is not allowed; use true, false or auto (on CUDA and the CPU)"
+        )
     if float32_matmul_precision not in MATMUL_PRECISIONS:
         raise ConfigError(
             f"speed.float32_matmul_precision={float32_matmul_precision!r} is not allowed; "
@@ -476,5 +486,7 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
 
 def _count(key: str, value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{key}={value!r}: under hydra/launcher=slurm give the number of {what} (a whole number >= 1)")
+        raise ConfigError(
+            f"{key}={value!r}: under hydra/launcher=slurm give the number of {what} (a whole number >= 1)"
+        )
     return value

@@ -23,7 +23,6 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
-
 log = logging.getLogger("reslab")
 
 # The launcher `hydra/launcher=slurm` selects, named by its config's target (compared as text:

@@ -78,9 +78,19 @@ _SHORT_NAME_SKIPS = ("trainer", "callbacks", "debug")
 # How Hydra's `exclude_keys` named job folders before NOT_COMPUTED_KEYS was the one rule: a
 # sweep made then keeps its folders (see job_folder).
 _LEGACY_FOLDER_EXCLUDES = (
-    "experiment", "experiment_name", "trainer.enable_progress_bar", "trainer", "trainer.accelerator",
-    "trainer.devices", "trainer.num_nodes", "logger", "data.root", "data.num_workers", "paths.data_dir",
-    "ckpt_path", "on_error",
+    "experiment",
+    "experiment_name",
+    "trainer.enable_progress_bar",
+    "trainer",
+    "trainer.accelerator",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "logger",
+    "data.root",
+    "data.num_workers",
+    "paths.data_dir",
+    "ckpt_path",
+    "on_error",
 )
 _LEGACY_DIGEST_EXCLUDES = ("on_error", "logger", "ckpt_path", "speed")
 FOLDER_RESOLVER = "reslab.job_folder"
@@ -178,7 +188,9 @@ def job_folder(sweep_dir: str, overrides: Iterable[str]) -> str:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides([str(o) for o in overrides])
-    name = ",".join(sorted(o.input_line for o in parsed if computes(o.key_or_group) and o.key_or_group not in SWEEP_NAMED_KEYS))
+    name = ",".join(
+        sorted(o.input_line for o in parsed if computes(o.key_or_group) and o.key_or_group not in SWEEP_NAMED_KEYS)
+    )
     legacy = ",".join(sorted(o.input_line for o in parsed if o.key_or_group not in _LEGACY_FOLDER_EXCLUDES))
     if legacy != name and not (Path(sweep_dir) / name).exists() and (Path(sweep_dir) / legacy).exists():
         return legacy

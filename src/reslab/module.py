@@ -3,7 +3,8 @@ the speed settings (`speed:` in conf/train.yaml) it applies to the network it tr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning.pytorch as pl
 import torch

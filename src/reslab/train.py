@@ -18,9 +18,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from reslab import cluster  # noqa: F401 - registers the resolver conf/hydra/launcher/slurm.yaml uses
-from reslab import distributed
-from reslab import job  # noqa: F401 - registers the resolver that names sweep job folders (conf/hydra/default.yaml)
+from reslab import (
+    cluster,  # noqa: F401 - registers the resolver conf/hydra/launcher/slurm.yaml uses
+    distributed,
+    job,  # noqa: F401 - registers the resolver that names sweep job folders (conf/hydra/default.yaml)
+)
 from reslab.console import quiet_console
 
 

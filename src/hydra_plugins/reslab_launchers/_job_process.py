@@ -1,12 +1,11 @@
-"""A node_parallel job's own process: `python -m <this module> PAYLOAD RESULT DIR_NOTE` runs one
-job; `python -m <this module> --serve FD` runs a slot's jobs one after another, each named by a
-line `PAYLOAD<TAB>RESULT<TAB>DIR_NOTE` on stdin, writing `done` to the pipe FD after each.
+"""A node_parallel job's own process: `python -m <this module> PAYLOAD` runs one job;
+`python -m <this module> --serve FD` runs a slot's jobs one after another, each named by a line
+PAYLOAD on stdin, writing `done` to the pipe FD after each.
 
 The launcher starts it with the job's devices and thread counts already in its environment, so
-whatever the job imports (torch, CUDA) sees only them. It unpickles the job, runs it as Hydra's
-launchers do (`run_job`), writes the job's folder to DIR_NOTE as soon as Hydra has made it (for
-a job that dies unreported), holds the job to its share of a shared GPU, and pickles the
-JobReturn to RESULT: a failed job's exception included, and a job that ended the process
+whatever the job imports (torch, CUDA) sees only them. It holds the job to its share of a shared
+GPU, runs the job as Hydra's launchers do (`run_job`) and pickles the JobReturn beside PAYLOAD
+(`result_path`): a failed job's exception included, and a job that ended the process
 (`sys.exit`) as failed with the error it exited on. The leading underscore keeps Hydra's plugin
 scan from importing it.
 """
@@ -40,9 +39,12 @@ def _cap_gpu_memory() -> None:
         log.info("GPU %d shared: this job may use %.0f%% of its memory", device, 100 * fraction)
 
 
-def main(payload_path: str, result_path: str, dir_note: str) -> None:
+def result_path(payload_path: str | Path) -> Path:
+    return Path(payload_path).with_suffix(".result.pkl")
+
+
+def main(payload_path: str) -> None:
     import cloudpickle
-    from hydra.core.hydra_config import HydraConfig
     from hydra.core.singleton import Singleton
     from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 
@@ -53,17 +55,12 @@ def main(payload_path: str, result_path: str, dir_note: str) -> None:
     setup_globals()
     Singleton.set_state(job["singleton_state"])
     config = job["config"]
-
-    def task(cfg):
-        Path(dir_note).write_text(HydraConfig.get().runtime.output_dir)
-        _cap_gpu_memory()
-        return job["task_function"](cfg)
-
+    _cap_gpu_memory()
     error: BaseException | None = None
     try:
         job_return = run_job(
             hydra_context=job["hydra_context"],
-            task_function=task,
+            task_function=job["task_function"],
             config=config,
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",
@@ -90,10 +87,10 @@ def main(payload_path: str, result_path: str, dir_note: str) -> None:
     # Lightning's DDP starts ranks 1..N-1 by running this same command again (LOCAL_RANK set);
     # they run the same job and config, and only rank 0 reports to the launcher.
     if os.environ.get("LOCAL_RANK", "0") == "0":
-        _save_result(result_path, job_return)
+        _save_result(result_path(payload_path), job_return)
 
 
-def _save_result(result_path: str, job_return) -> None:
+def _save_result(path: Path, job_return) -> None:
     import cloudpickle
 
     try:
@@ -105,20 +102,19 @@ def _save_result(result_path: str, job_return) -> None:
         job_return._return_value = wrapped if isinstance(kept, BaseException) else repr(kept)
         data = cloudpickle.dumps(job_return)
     # Written whole, then renamed: the launcher never reads a half-written result.
-    with open(f"{result_path}.partial", "wb") as file:
-        file.write(data)
-    os.replace(f"{result_path}.partial", result_path)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 def serve(replies_fd: int) -> None:
     """Run the jobs named on stdin one after another until stdin closes."""
     with os.fdopen(replies_fd, "w") as replies:
         for line in sys.stdin:
-            paths = line.rstrip("\n").split("\t")
             # A DDP rank that Lightning starts runs this process's command line again: this job.
-            sys.argv[1:] = paths
+            sys.argv[1:] = [line.rstrip("\n")]
             try:
-                main(*paths)
+                main(sys.argv[1])
             except Exception:  # noqa: BLE001 - no result: the launcher reports the job as lost
                 log.exception("The job could not be run")
             gc.collect()  # the last job's network and data, before the next job builds its own
@@ -130,4 +126,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--serve":
         serve(int(sys.argv[2]))
     else:
-        main(*sys.argv[1:4])
+        main(sys.argv[1])

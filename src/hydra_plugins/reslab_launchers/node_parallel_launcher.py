@@ -45,7 +45,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.reslab_launchers._job_process import GPU_MEMORY_FRACTION_ENV
+from hydra_plugins.reslab_launchers._job_process import GPU_MEMORY_FRACTION_ENV, result_path
 from reslab import job as job_files
 from reslab.errors import ConfigError
 
@@ -177,7 +177,9 @@ def plan_node(
                 f"hydra.launcher.gpus_per_job={gpus_per_job} needs that many GPUs, but only {gpu_ids} are "
                 "available; lower gpus_per_job or list more hydra.launcher.gpus"
             )
-        gpu_slots = [tuple(gpu_ids[i : i + gpus_per_job]) for i in range(0, len(gpu_ids) - gpus_per_job + 1, gpus_per_job)]
+        gpu_slots = [
+            tuple(gpu_ids[i : i + gpus_per_job]) for i in range(0, len(gpu_ids) - gpus_per_job + 1, gpus_per_job)
+        ]
         if len(gpu_ids) % gpus_per_job:
             idle = gpu_ids[len(gpu_slots) * gpus_per_job :]
             log.warning("GPUs %s stay idle: they do not fill a slot of gpus_per_job=%d", idle, gpus_per_job)
@@ -218,16 +220,8 @@ class _Job:
     idx: int
     overrides: list[str]
     payload: Path  # what its process unpickles: see _job_process
+    folder: Path | None = None  # where Hydra puts the job's files
     length: float | None = None  # its value of longest_first_by
-
-    @property
-    def result(self) -> Path:
-        return self.payload.with_suffix(".result.pkl")
-
-    @property
-    def dir_note(self) -> Path:
-        """Where the job's process writes its output folder as soon as Hydra has made it."""
-        return self.payload.with_suffix(".dir")
 
     def describe(self) -> str:
         return f"job #{self.idx} ({' '.join(self.overrides)})"
@@ -258,7 +252,7 @@ class _Worker:
             os.close(replies_end)
             self._replies = os.fdopen(replies, "rb")
         with contextlib.suppress(BrokenPipeError):  # died already: wait_for says how
-            self.process.stdin.write(f"{job.payload}\t{job.result}\t{job.dir_note}\n".encode())
+            self.process.stdin.write(f"{job.payload}\n".encode())
             self.process.stdin.flush()
             if not self.reused:
                 self.process.stdin.close()
@@ -320,12 +314,19 @@ class NodeParallelLauncher(Launcher):
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         plan = plan_node(
-            self.gpus, self.gpus_per_job, self.jobs_per_gpu, self.max_parallel, self.threads_per_job,
+            self.gpus,
+            self.gpus_per_job,
+            self.jobs_per_gpu,
+            self.max_parallel,
+            self.threads_per_job,
             num_jobs=len(job_overrides),
         )
         log.info(
             "Launching %d jobs on this node, %s, %d thread(s) per job; sweep output dir: %s",
-            len(job_overrides), plan.describe(), plan.threads_per_job, sweep_dir,
+            len(job_overrides),
+            plan.describe(),
+            plan.threads_per_job,
+            sweep_dir,
         )
         self._stop_signal = None
         with tempfile.TemporaryDirectory(prefix="reslab-node-parallel-") as workdir:
@@ -358,6 +359,8 @@ class NodeParallelLauncher(Launcher):
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
             config.hydra.job.id = config.hydra.job.num = idx
+        with contextlib.suppress(Exception):  # a folder named by what only the job knows: none
+            job.folder = Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
         if self.longest_first_by:
             value = OmegaConf.select(config, self.longest_first_by, throw_on_resolution_failure=False)
             job.length = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -399,18 +402,18 @@ class NodeParallelLauncher(Launcher):
             process = worker.start(job)
             started = time.monotonic()
         exit_code = worker.wait_for()  # None: done, and the (reused) process lives on
-        if not job.result.exists():  # ended without reporting: killed, out of memory, crashed
+        if not result_path(job.payload).exists():  # ended without reporting: killed, out of memory, crashed
             worker.close()
             _signal_group(process, signal.SIGKILL)  # e.g. DDP ranks still waiting for rank 0
             reason = f"{job.describe()} {'ended' if exit_code is None else how_it_ended(exit_code)} before reporting a result"
-            if job.dir_note.exists():
-                reason += f"; see its log in {job.dir_note.read_text()}"
-                job_files.record_lost(Path(job.dir_note.read_text()), reason, job.overrides)
+            if job.folder is not None and job.folder.exists():  # Hydra made it: the job had started
+                reason += f"; see its log in {job.folder}"
+                job_files.record_lost(job.folder, reason, job.overrides)
             log.error("%s", reason)
             return job.returned(self._task_name, JobStatus.FAILED, RuntimeError(reason))
         import cloudpickle
 
-        with job.result.open("rb") as file:
+        with result_path(job.payload).open("rb") as file:
             job_return = cloudpickle.load(file)
         log.info("\t#%d ended after %.1f s: %s", job.idx, time.monotonic() - started, job_return.status.name.lower())
         if job_return.status == JobStatus.FAILED:

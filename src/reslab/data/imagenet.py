@@ -19,7 +19,7 @@ also mirrored; the LightningModule averages the logits over dim 1 when its input
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import lightning as L
 import torch

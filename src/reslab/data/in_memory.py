@@ -21,10 +21,11 @@ only its own and the defaults that differ for it, and passes the rest on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import lightning as L
 import numpy as np
