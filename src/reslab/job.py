@@ -66,6 +66,7 @@ NOT_COMPUTED_KEYS = (
     "trainer.enable_progress_bar",
     "callbacks.progress_bar",
     "experiment_name",
+    "hydra",
 )
 # Overrides a job's folder name leaves out although they change what is computed: the sweep
 # folder's name says the experiment (`multirun/DATE/TIME_EXPERIMENT`).

@@ -8,7 +8,7 @@ parser and compose API only, so it works with any sweeper:
   `hydra.sweeper.params`) are expanded and every job is composed and checked before the first
   starts; one bad job stops the sweep with exit code 2 and nothing runs;
 - sampling sweepers (e.g. `hydra/sweeper=optuna`) get what does not vary checked up front; each
-  sampled job is checked by the job wrapper as it starts (a bad one is recorded as failed).
+  sampled job is checked as it starts (reslab.checks.check_at_start) (a bad one is recorded as failed).
 
 Exit codes of `reslab-train -m`: 0 when every job of the sweep folder completed (or was skipped
 as completed), 1 when any did not, 2 when the pre-check refused the sweep, 130/143 when the sweep
