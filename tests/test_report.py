@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 from scipy import stats as scipy_stats
 
 from conftest import FAST, cli_env
@@ -241,6 +242,10 @@ def test_compare_calls_a_badly_tuned_recipe_different_and_the_same_recipe_with_o
     refused = report("--compare", "tuned", "nowhere", check=False)
     assert refused.returncode == 2 and "--compare: no sweep folder nowhere" in refused.stderr
 
+    # the sweep's own report and figure are named after its experiment, not its folder
+    assert report("tuned").stdout.startswith("# Report: digits_degradation\n")
+    assert Image.open(tmp_path / "tuned" / "training_curves.png").text["Title"] == "digits_degradation"
+
 
 @pytest.mark.slow
 def test_wandb_flag_logs_the_report_offline(train, report, tmp_path):
@@ -333,3 +338,61 @@ def test_seeds_of_a_network_are_drawn_as_mean_and_band(tmp_path):
 def test_a_sampled_sweep_gets_the_search_layout_whatever_its_experiment():
     assert layout_for("cifar_table6", sampled=True) is layout_for(None, sampled=True)
     assert layout_for("cifar_table6", sampled=True).name == "search"
+
+
+def scored_job(family: str, depth: int, seed: int, metrics: dict, ten_crop: bool = False, shortcut: str = "A") -> Job:
+    """A completed job with final `metrics` (fractions), as a paper layout reads it."""
+    data = {"ten_crop_test": True} if ten_crop else {}
+    return Job(
+        path=Path(f"model={family},model.depth={depth},seed={seed}"),
+        overrides=[f"model={family}", f"model.depth={depth}", f"seed={seed}"]
+        + ([f"model.shortcut={shortcut}"] if family != "plain" else []),
+        choices={"model": family},
+        config={"model": {"depth": depth, "shortcut": "none" if family == "plain" else shortcut}, "seed": seed, "data": data},
+        results={"status": "completed", "metrics": metrics},
+    )
+
+
+def test_paper_layouts_hold_our_seeds_against_the_papers_number():
+    # Table 6: ResNet-20's seeds around the paper's 8.75; ResNet-110's far above the paper's
+    # 6.61 ± 0.16 over 5 runs; ResNet-56 with one seed only.
+    errors = {20: (0.080, 0.085, 0.090), 110: (0.079, 0.081, 0.080), 56: (0.07,)}
+    jobs = [scored_job("resnet", d, seed, {"test/err": e}) for d, values in errors.items() for seed, e in enumerate(values)]
+    sections = LAYOUTS["cifar_table6"].tables(group_by_grid_point(jobs))
+    (against,) = [s for s in sections if s.title.startswith("Against the paper")]
+    rows = {row["net"]: row for row in against.rows}
+    low, high = scipy_stats.t.interval(0.95, 2, loc=8.5, scale=0.5 * (1 + 1 / 3) ** 0.5)
+    assert rows["ResNet-20"]["95% PI, one run"] == f"[{low:.2f}, {high:.2f}]" and rows["ResNet-20"]["paper in PI"] == "yes"
+    assert rows["ResNet-110"]["paper"] == "6.61 ± 0.16 (n=5)" and rows["ResNet-110"]["paper in PI"] == "**no**"
+    p = scipy_stats.ttest_ind_from_stats(8.0, 0.1, 3, 6.61, 0.16, 5, equal_var=False).pvalue
+    assert rows["ResNet-110"]["Welch p (paper mean ± std)"] == p_text(p)
+    assert rows["ResNet-56"]["95% PI, one run"] == "needs 2+ seeds"
+    assert "Compared on: test err." in against.notes[0]
+
+    # Table 2 is 10-crop: a job that tested on the centre crop only is not held against it.
+    jobs = [scored_job("resnet", 34, seed, {"test/err": e}, ten_crop=True) for seed, e in enumerate((0.25, 0.26))]
+    jobs += [scored_job("plain", 34, seed, {"test/err": e}) for seed, e in enumerate((0.28, 0.29))]
+    jobs += [scored_job("plain", 18, seed, {"test/err": 0.3, "test/err_10crop": e}) for seed, e in enumerate((0.27, 0.28))]
+    sections = LAYOUTS["imagenet_table2"].tables(group_by_grid_point(jobs))
+    rows = {row["net"]: row for row in sections[-1].rows}
+    assert rows["ResNet-34"]["ours"] == "25.50 ± 0.71 (n=2)" and rows["plain-18"]["ours"] == "27.50 ± 0.71 (n=2)"
+    assert rows["plain-34"]["ours"] == "—"
+    assert "Compared on: 10-crop test err." in sections[-1].notes[0]
+
+
+def test_shortcut_options_are_compared_where_they_were_swept():
+    jobs = [
+        scored_job("resnet", 34, seed, {"test/err": e + 0.001 * seed}, ten_crop=True, shortcut=option)
+        for option, e in (("A", 0.25), ("B", 0.245), ("C", 0.24))
+        for seed in range(3)
+    ]
+    jobs += [scored_job("plain", 34, seed, {"test/err": 0.285 + 0.001 * seed}, ten_crop=True) for seed in range(3)]
+    rows = sweep_comparisons(group_by_grid_point(jobs), [METRICS["test_10crop"]])
+    names = [f"{row.first} vs {row.second}" for row in rows]
+    assert sorted(names) == sorted([
+        "plain-34 vs ResNet-34 A", "plain-34 vs ResNet-34 B", "plain-34 vs ResNet-34 C",
+        "ResNet-34 A vs ResNet-34 B", "ResNet-34 A vs ResNet-34 C", "ResNet-34 B vs ResNet-34 C",
+    ])
+    a_vs_c = rows[names.index("ResNet-34 A vs ResNet-34 C")].comparison
+    assert a_vs_c.difference == pytest.approx(-1.0) and a_vs_c.different and a_vs_c.improvement == 1.0
+    assert all(row.comparison.p_holm >= row.comparison.p for row in rows)

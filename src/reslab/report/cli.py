@@ -70,7 +70,7 @@ def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> Report:
     for section in sections:
         lines += _section_lines(section, level=2)
     lines += _comparison_lines(compared)
-    verdict = degradation_verdict(compared) if tested(compared) else None
+    verdict = degradation_verdict(compared)
     if verdict:
         lines += ["## Degradation", "", verdict, ""]
     lines += _section_lines(generic, level=2 if layout else 0)
@@ -139,8 +139,10 @@ def build_comparison(a_dir: Path, b_dir: Path, metrics: list[str] | None = None)
     rows, only_a, only_b = sweeps_comparisons(
         group_by_grid_point(a.jobs, a.missing), group_by_grid_point(b.jobs, b.missing), [METRICS[m] for m in chosen]
     )
-    lines = [f"# Comparison: {_title(b)} (B) against {_title(a)} (A)", ""]
-    lines += [f"- A: `{a_dir}`. {_status_line(a)}", f"- B: `{b_dir}`. {_status_line(b)}", ""]
+    lines = [f"# Comparison: {b_dir.name} (B) against {a_dir.name} (A)", ""]
+    for name, folder, sweep in (("A", a_dir, a), ("B", b_dir, b)):
+        lines.append(f"- {name}: `{folder}`, experiment `{_title(sweep)}`. {_status_line(sweep)}")
+    lines.append("")
     if rows and tested(rows):
         table = []
         for row in rows:

@@ -285,6 +285,8 @@ def degradation_verdict(rows: Sequence[Row]) -> str | None:
     if plain is None or resnet is None:
         return None
     facts = f"final training error, deepest minus shallowest: {_fact(plain)}; {_fact(resnet)}"
+    if min(plain.comparison.n + resnet.comparison.n) < 2:
+        return f"Too few seeds to judge the degradation problem: tests need 2+ seeds of each network ({facts})."
     rule = f"a difference counts where Holm's adjusted p is below α = {stats.ALPHA}"
     plain_worse = plain.comparison.different and plain.comparison.difference > 0
     resnet_worse = resnet.comparison.different and resnet.comparison.difference > 0
