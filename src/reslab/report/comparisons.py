@@ -313,10 +313,8 @@ def degradation_verdict(rows: Sequence[Row]) -> str | None:
 
 def _fact(row: Row) -> str:
     c = row.comparison
-    return (
-        f"{row.second} vs {row.first} {interval(c)} points, p = {number(c.p)} "
-        f"(Holm {number(c.p_holm)}), n={c.n[1]} and {c.n[0]}"
-    )
+    tested = f"p = {number(c.p)} (Holm {number(c.p_holm)})" if c.p is not None else c.verdict()
+    return f"{row.second} vs {row.first} {interval(c)} points, {tested}, n={c.n[1]} and {c.n[0]}"
 
 
 # ----------------------------------------------------------------------------- against a paper
