@@ -32,8 +32,14 @@ def coverage(n: int, spread: float, draws: int, resamples: int, seed: int) -> di
     found = {"Welch t": float(np.mean((low <= 1.0) & (1.0 <= high)))}
     for method in ("percentile", "BCa"):
         interval = stats.bootstrap(
-            (first, second), difference_of_means, n_resamples=resamples, confidence_level=CONFIDENCE,
-            method=method, axis=-1, vectorized=True, rng=np.random.default_rng(seed + 1),
+            (first, second),
+            difference_of_means,
+            n_resamples=resamples,
+            confidence_level=CONFIDENCE,
+            method=method,
+            axis=-1,
+            vectorized=True,
+            rng=np.random.default_rng(seed + 1),
         ).confidence_interval
         found[f"bootstrap {method}"] = float(np.mean((interval.low <= 1.0) & (1.0 <= interval.high)))
     return found

@@ -214,7 +214,8 @@ def test_digits_degradation_runs_three_seeds_and_its_verdict_rests_on_welch_test
 def test_compare_calls_a_badly_tuned_recipe_different_and_the_same_recipe_with_other_seeds_not(train, report, tmp_path):
     # Three sweeps of ResNet-8 on digits, 3 seeds each, 80 steps: the digits recipe (lr 0.05), the
     # same with lr 1e-4 (badly tuned), and the digits recipe again with other seeds (a null control).
-    recipe = ["experiment=digits_degradation", "model=resnet", "model.depth=8", "trainer.max_steps=80", *CPU_QUIET]
+    recipe = ["experiment=digits_degradation", "model=resnet", "model.depth=8", "trainer.max_steps=80", "logger=csv"]
+    recipe += CPU_QUIET
     for folder, lr, seeds in (("tuned", 0.05, "0,1,2"), ("badly_tuned", 1e-4, "0,1,2"), ("other_seeds", 0.05, "3,4,5")):
         train("-m", *recipe, f"optimizer.lr={lr}", f"seed={seeds}", f"hydra.sweep.dir={folder}", fast=False)
 
@@ -321,7 +322,7 @@ def test_degradation_verdict_weighs_the_gap_against_the_seeds_spread(plain_deep,
     assert verdict.startswith(expected), verdict
     a, b = [100 * e for e in errors["plain", 8]], [100 * e for e in plain_deep]
     p = scipy_stats.ttest_ind(b, a, equal_var=False).pvalue
-    assert f"plain-56 vs plain-8 +3.00 [" in verdict and f"p = {p_text(p)}" in verdict
+    assert "plain-56 vs plain-8 +3.00 [" in verdict and f"p = {p_text(p)}" in verdict
     if expected.endswith("not show"):
         assert "Too few seeds: at the plain nets' spread, " in verdict
 

@@ -109,8 +109,13 @@ def test_a_bootstrap_interval_does_not_hold_its_coverage_at_three_seeds():
     rng = np.random.default_rng(7)
     first, second = rng.normal(0.0, 1.0, (2000, 3)), rng.normal(2.0, 1.0, (2000, 3))
     interval = scipy_stats.bootstrap(
-        (first, second), lambda a, b, axis: b.mean(axis=axis) - a.mean(axis=axis), n_resamples=999,
-        method="percentile", axis=-1, vectorized=True, rng=np.random.default_rng(8),
+        (first, second),
+        lambda a, b, axis: b.mean(axis=axis) - a.mean(axis=axis),
+        n_resamples=999,
+        method="percentile",
+        axis=-1,
+        vectorized=True,
+        rng=np.random.default_rng(8),
     ).confidence_interval
     assert np.mean((interval.low <= 2.0) & (2.0 <= interval.high)) < 0.85
 

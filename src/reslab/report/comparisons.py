@@ -363,5 +363,5 @@ PAPER_NOTE = (
     "Against the paper: 95% PI is the prediction interval for one more run of ours, mean ± t·s·√(1 + 1/n) "
     "over our n seeds; a paper number of one run that lies outside it is unlikely to come from our runs' "
     "distribution. Where the paper gives mean ± std over several runs, Welch's test from those summary "
-    f"statistics (two-sided, not part of the Holm family). Compared on: "
+    "statistics (two-sided, not part of the Holm family). Compared on: "
 )

@@ -78,10 +78,6 @@ def top1_test_error(job: Job) -> float | None:
     return job.metric("test/err")
 
 
-def top5_test_error(job: Job) -> float | None:
-    return job.metric("test/err_top5")
-
-
 def ten_crop_top5_error(job: Job) -> float | None:
     """Top-5 of the 10-crop test, as `ten_crop_error` finds top-1."""
     value = job.metric("test/err_top5_10crop")
