@@ -1,5 +1,6 @@
 """reslab-report on real sweeps of the embedded digits data: seeds aggregated, failed,
-diverged, running and never-started jobs listed, the degradation verdict, the W&B flag."""
+diverged, running and never-started jobs listed, the comparisons over seeds and the degradation
+verdict that rests on them, two sweeps compared, the W&B flag."""
 
 from __future__ import annotations
 
@@ -16,13 +17,19 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import OmegaConf
+from PIL import Image
+from scipy import stats as scipy_stats
 
 from conftest import FAST, cli_env
 from reslab.job import read_metrics_csv
 from reslab.report.collect import Job, load_sweep
-from reslab.report.layouts import DEGRADATION_NOISE, LAYOUTS, degradation_verdict, layout_for
+from reslab.report.comparisons import METRICS, degradation_verdict, sweep_comparisons
+from reslab.report.layouts import LAYOUTS, layout_for
 from reslab.report.tables import group_by_grid_point
 from reslab.sweep import expand_grid
+
+
+CPU_QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 
 
 def only_sweep(root: Path) -> Path:
@@ -137,7 +144,20 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values)
 
 
-def test_digits_degradation_runs_three_seeds_and_its_verdict_uses_their_spread(train, report, tmp_path):
+def table_rows(out: str, heading: str, first_column: str) -> dict[str, dict[str, str]]:
+    """The rows of the markdown table under `## heading`, by their first cell."""
+    lines = out.split(f"## {heading}\n\n")[1].split("\n\n")[0].splitlines()
+    header = [c.strip() for c in lines[0].split("|")[1:-1]]
+    assert header[0] == first_column, header
+    rows = [dict(zip(header, (c.strip() for c in line.split("|")[1:-1]))) for line in lines[2:]]
+    return {row[first_column]: row for row in rows}
+
+
+def p_text(p: float) -> str:
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def test_digits_degradation_runs_three_seeds_and_its_verdict_rests_on_welch_tests(train, report, tmp_path):
     train("-m", "experiment=digits_degradation", "model.depth=8,14")
     sweep = only_sweep(tmp_path)
     jobs = seeded_jobs(sweep)
@@ -152,22 +172,81 @@ def test_digits_degradation_runs_three_seeds_and_its_verdict_uses_their_spread(t
         mean, std = mean_std(test_errors)
         assert row["test err %"] == f"{mean:.2f} ± {std:.2f}" and row["n"] == "3/3", row
 
-    # The verdict: deepest minus shallowest, against the seeds' spread.
+    # The comparisons: final training error, plain vs ResNet at each depth and 8 vs 14 layers in
+    # each family, each with Welch's interval and p-value, Holm-adjusted over the four.
     train_errors = {key: [final_train_error(job / "metrics.csv") for job in seeds] for key, seeds in jobs.items()}
+    rows = table_rows(out, "Comparisons over seeds", "comparison")
+    pairs = {
+        "plain-8 vs ResNet-8": (("plain", 8), ("resnet", 8)),
+        "plain-14 vs ResNet-14": (("plain", 14), ("resnet", 14)),
+        "plain-8 vs plain-14": (("plain", 8), ("plain", 14)),
+        "ResNet-8 vs ResNet-14": (("resnet", 8), ("resnet", 14)),
+    }
+    assert sorted(rows) == sorted(pairs)
+    for name, (first, second) in pairs.items():
+        a, b = train_errors[first], train_errors[second]
+        row = rows[name]
+        assert row["metric"] == "final train err"
+        assert row["Δ [95% CI]"].startswith(f"{statistics.fmean(b) - statistics.fmean(a):+.2f}")
+        if statistics.stdev(a) > 0 or statistics.stdev(b) > 0:
+            assert row["p"] == p_text(scipy_stats.ttest_ind(b, a, equal_var=False).pvalue), row
+        else:
+            assert row["p"] == "—"
+    assert "Holm's method over the" in out and "α = 0.05" in out and "Welch's t interval" in out
+
     verdict = out.split("## Degradation")[1].split("\n\n")[1]
-    counts = {}
+    worse = {}
     for family, name in (("plain", "plain"), ("resnet", "ResNet")):
-        (shallow, shallow_std), (deep, deep_std) = mean_std(train_errors[family, 8]), mean_std(train_errors[family, 14])
-        gap, spread = deep - shallow, shallow_std + deep_std
-        assert f"{name}-14 vs {name}-8 {gap:+.2f} points (spread {spread:.2f}, n=3 and 3)" in verdict
-        counts[family] = (gap > max(DEGRADATION_NOISE, spread), gap)
-    if counts["plain"][0] and not counts["resnet"][0]:
+        row = rows[f"{name}-8 vs {name}-14"]
+        delta, p, holm = row["Δ [95% CI]"], row["p"], row["p (Holm)"]
+        tested = f"p = {p} (Holm {holm})" if p != "—" else row["verdict"]
+        assert f"{name}-14 vs {name}-8 {delta} points, {tested}, n=3 and 3" in verdict
+        worse[family] = holm != "—" and float(holm) < 0.05 and delta.startswith("+")
+    if worse["plain"] and not worse["resnet"]:
         assert verdict.startswith("The degradation problem shows: ")
-    elif counts["plain"][0] and counts["resnet"][1] < counts["plain"][1]:
-        assert verdict.startswith("The degradation problem shows, less clearly")
+    elif worse["plain"]:
+        assert verdict.startswith("The degradation problem shows")
     else:
         assert verdict.startswith("The degradation problem does not show")
     assert (sweep / "training_curves.png").is_file()
+
+
+def test_compare_calls_a_badly_tuned_recipe_different_and_the_same_recipe_with_other_seeds_not(train, report, tmp_path):
+    # Three sweeps of ResNet-8 on digits, 3 seeds each, 80 steps: the digits recipe (lr 0.05), the
+    # same with lr 1e-4 (badly tuned), and the digits recipe again with other seeds (a null control).
+    recipe = ["experiment=digits_degradation", "model=resnet", "model.depth=8", "trainer.max_steps=80", "logger=csv"]
+    recipe += CPU_QUIET
+    for folder, lr, seeds in (("tuned", 0.05, "0,1,2"), ("badly_tuned", 1e-4, "0,1,2"), ("other_seeds", 0.05, "3,4,5")):
+        train("-m", *recipe, f"optimizer.lr={lr}", f"seed={seeds}", f"hydra.sweep.dir={folder}", fast=False)
+
+    out = report("--compare", "tuned", "badly_tuned").stdout
+    written = tmp_path / "compare_tuned_vs_badly_tuned.md"
+    assert written.read_text() in out
+    (row,) = table_rows("## x\n\n" + out.split("\n\n", 2)[2], "x", "network").values()
+    test_errors = {
+        folder: [100 * json.loads(p.read_text())["metrics"]["test/err"] for p in (tmp_path / folder).rglob("results.json")]
+        for folder in ("tuned", "badly_tuned", "other_seeds")
+    }
+    tuned, bad = test_errors["tuned"], test_errors["badly_tuned"]
+    assert row["network"] == "ResNet-8" and row["metric"] == "test err"
+    assert row["A"] == f"{statistics.fmean(tuned):.2f} ± {statistics.stdev(tuned):.2f} (n=3)"
+    assert row["p"] == p_text(scipy_stats.ttest_ind(bad, tuned, equal_var=False).pvalue)
+    assert row["verdict"] == "**B higher**" and row["P(B better)"] == "0.00", row
+
+    out = report("--compare", "tuned", "other_seeds").stdout
+    (row,) = table_rows("## x\n\n" + out.split("\n\n", 2)[2], "x", "network").values()
+    assert row["verdict"].startswith(("not different", "not resolved")), row
+    low, high = (float(v) for v in row["Δ (B − A) [95% CI]"].split("[")[1].rstrip("]").split(", "))
+    assert low < 0 < high
+    assert (tmp_path / "compare_tuned_vs_other_seeds.md").is_file()
+
+    # a folder that is not a sweep is refused before any work
+    refused = report("--compare", "tuned", "nowhere", check=False)
+    assert refused.returncode == 2 and "--compare: no sweep folder nowhere" in refused.stderr
+
+    # the sweep's own report and figure are named after its experiment, not its folder
+    assert report("tuned").stdout.startswith("# Report: digits_degradation\n")
+    assert Image.open(tmp_path / "tuned" / "training_curves.png").text["Title"] == "digits_degradation"
 
 
 @pytest.mark.slow
@@ -194,41 +273,58 @@ def finished_job(family: str, depth: int, final_train_err: float, seed: int = 0)
     )
 
 
+def verdict_of(errors: dict[tuple[str, int], tuple[float, ...]]) -> str | None:
+    jobs = [finished_job(f, d, e, seed) for (f, d), values in errors.items() for seed, e in enumerate(values)]
+    return degradation_verdict(sweep_comparisons(group_by_grid_point(jobs), [METRICS["train"]]))
+
+
+NOISE = (-0.01, 0.0, 0.01)  # seeds 1 point apart
+
+
 @pytest.mark.parametrize(
     "plain, resnet, expected",
     [
-        ((0.05, 0.30), (0.05, 0.055), "The degradation problem shows: "),
+        ((0.05, 0.30), (0.05, 0.05), "The degradation problem shows: "),
         ((0.05, 0.30), (0.05, 0.10), "The degradation problem shows, less clearly"),
         ((0.05, 0.055), (0.05, 0.04), "The degradation problem does not show"),
     ],
 )
 def test_degradation_verdict_rule(plain, resnet, expected):
-    jobs = [finished_job(f, d, e) for f, errors in (("plain", plain), ("resnet", resnet)) for d, e in zip((8, 56), errors)]
-    verdict = degradation_verdict(group_by_grid_point(jobs))
-    assert verdict.startswith(expected)
-    assert f"plain-56 vs plain-8 {100 * (plain[1] - plain[0]):+.2f} points" in verdict
+    errors = {
+        (family, depth): tuple(e + n for n in NOISE)
+        for family, values in (("plain", plain), ("resnet", resnet))
+        for depth, e in zip((8, 56), values)
+    }
+    verdict = verdict_of(errors)
+    assert verdict.startswith(expected), verdict
+    assert f"plain-56 vs plain-8 {100 * (plain[1] - plain[0]):+.2f} [" in verdict
     # one family with a single depth: no verdict
-    assert degradation_verdict(group_by_grid_point(jobs[:3])) is None
+    assert verdict_of({k: v for k, v in errors.items() if k != ("resnet", 56)}) is None
 
 
 @pytest.mark.parametrize(
     "plain_deep, expected",
     [
-        # plain-56 ends 3 points worse than plain-8 on average: more than the noise floor, but
-        # within the seeds' spread when the seeds disagree by 4 points each way.
+        # plain-56 ends 3 points worse than plain-8 on average, but its seeds disagree by 4 points
+        # each way: Welch's test cannot tell at 3 seeds, and the verdict says how many would.
         ((0.04, 0.08, 0.12), "The degradation problem does not show"),
         ((0.079, 0.08, 0.081), "The degradation problem shows: "),
     ],
 )
 def test_degradation_verdict_weighs_the_gap_against_the_seeds_spread(plain_deep, expected):
-    errors = {("plain", 8): (0.049, 0.05, 0.051), ("plain", 56): plain_deep, ("resnet", 8): (0.05,) * 3, ("resnet", 56): (0.05,) * 3}
-    jobs = [finished_job(f, d, e, seed) for (f, d), values in errors.items() for seed, e in enumerate(values)]
-    points = group_by_grid_point(jobs)
-    assert [point.count for point in points] == ["3/3"] * 4
-    verdict = degradation_verdict(points)
+    errors = {
+        ("plain", 8): (0.049, 0.05, 0.051),
+        ("plain", 56): plain_deep,
+        ("resnet", 8): (0.05,) * 3,
+        ("resnet", 56): (0.05,) * 3,
+    }
+    verdict = verdict_of(errors)
     assert verdict.startswith(expected), verdict
-    spread = 100 * (statistics.stdev(plain_deep) + statistics.stdev(errors["plain", 8]))
-    assert f"plain-56 vs plain-8 +3.00 points (spread {spread:.2f}, n=3 and 3)" in verdict
+    a, b = [100 * e for e in errors["plain", 8]], [100 * e for e in plain_deep]
+    p = scipy_stats.ttest_ind(b, a, equal_var=False).pvalue
+    assert "plain-56 vs plain-8 +3.00 [" in verdict and f"p = {p_text(p)}" in verdict
+    if expected.endswith("not show"):
+        assert "Too few seeds: at the plain nets' spread, " in verdict
 
 
 def test_seeds_of_a_network_are_drawn_as_mean_and_band(tmp_path):
@@ -244,3 +340,61 @@ def test_seeds_of_a_network_are_drawn_as_mean_and_band(tmp_path):
 def test_a_sampled_sweep_gets_the_search_layout_whatever_its_experiment():
     assert layout_for("cifar_table6", sampled=True) is layout_for(None, sampled=True)
     assert layout_for("cifar_table6", sampled=True).name == "search"
+
+
+def scored_job(family: str, depth: int, seed: int, metrics: dict, ten_crop: bool = False, shortcut: str = "A") -> Job:
+    """A completed job with final `metrics` (fractions), as a paper layout reads it."""
+    data = {"ten_crop_test": True} if ten_crop else {}
+    return Job(
+        path=Path(f"model={family},model.depth={depth},seed={seed}"),
+        overrides=[f"model={family}", f"model.depth={depth}", f"seed={seed}"]
+        + ([f"model.shortcut={shortcut}"] if family != "plain" else []),
+        choices={"model": family},
+        config={"model": {"depth": depth, "shortcut": "none" if family == "plain" else shortcut}, "seed": seed, "data": data},
+        results={"status": "completed", "metrics": metrics},
+    )
+
+
+def test_paper_layouts_hold_our_seeds_against_the_papers_number():
+    # Table 6: ResNet-20's seeds around the paper's 8.75; ResNet-110's far above the paper's
+    # 6.61 ± 0.16 over 5 runs; ResNet-56 with one seed only.
+    errors = {20: (0.080, 0.085, 0.090), 110: (0.079, 0.081, 0.080), 56: (0.07,)}
+    jobs = [scored_job("resnet", d, seed, {"test/err": e}) for d, values in errors.items() for seed, e in enumerate(values)]
+    sections = LAYOUTS["cifar_table6"].tables(group_by_grid_point(jobs))
+    (against,) = [s for s in sections if s.title.startswith("Against the paper")]
+    rows = {row["net"]: row for row in against.rows}
+    low, high = scipy_stats.t.interval(0.95, 2, loc=8.5, scale=0.5 * (1 + 1 / 3) ** 0.5)
+    assert rows["ResNet-20"]["95% PI, one run"] == f"[{low:.2f}, {high:.2f}]" and rows["ResNet-20"]["paper in PI"] == "yes"
+    assert rows["ResNet-110"]["paper"] == "6.61 ± 0.16 (n=5)" and rows["ResNet-110"]["paper in PI"] == "**no**"
+    p = scipy_stats.ttest_ind_from_stats(8.0, 0.1, 3, 6.61, 0.16, 5, equal_var=False).pvalue
+    assert rows["ResNet-110"]["Welch p (paper mean ± std)"] == p_text(p)
+    assert rows["ResNet-56"]["95% PI, one run"] == "needs 2+ seeds"
+    assert "Compared on: test err." in against.notes[0]
+
+    # Table 2 is 10-crop: a job that tested on the centre crop only is not held against it.
+    jobs = [scored_job("resnet", 34, seed, {"test/err": e}, ten_crop=True) for seed, e in enumerate((0.25, 0.26))]
+    jobs += [scored_job("plain", 34, seed, {"test/err": e}) for seed, e in enumerate((0.28, 0.29))]
+    jobs += [scored_job("plain", 18, seed, {"test/err": 0.3, "test/err_10crop": e}) for seed, e in enumerate((0.27, 0.28))]
+    sections = LAYOUTS["imagenet_table2"].tables(group_by_grid_point(jobs))
+    rows = {row["net"]: row for row in sections[-1].rows}
+    assert rows["ResNet-34"]["ours"] == "25.50 ± 0.71 (n=2)" and rows["plain-18"]["ours"] == "27.50 ± 0.71 (n=2)"
+    assert rows["plain-34"]["ours"] == "—"
+    assert "Compared on: 10-crop test err." in sections[-1].notes[0]
+
+
+def test_shortcut_options_are_compared_where_they_were_swept():
+    jobs = [
+        scored_job("resnet", 34, seed, {"test/err": e + 0.001 * seed}, ten_crop=True, shortcut=option)
+        for option, e in (("A", 0.25), ("B", 0.245), ("C", 0.24))
+        for seed in range(3)
+    ]
+    jobs += [scored_job("plain", 34, seed, {"test/err": 0.285 + 0.001 * seed}, ten_crop=True) for seed in range(3)]
+    rows = sweep_comparisons(group_by_grid_point(jobs), [METRICS["test_10crop"]])
+    names = [f"{row.first} vs {row.second}" for row in rows]
+    assert sorted(names) == sorted([
+        "plain-34 vs ResNet-34 A", "plain-34 vs ResNet-34 B", "plain-34 vs ResNet-34 C",
+        "ResNet-34 A vs ResNet-34 B", "ResNet-34 A vs ResNet-34 C", "ResNet-34 B vs ResNet-34 C",
+    ])
+    a_vs_c = rows[names.index("ResNet-34 A vs ResNet-34 C")].comparison
+    assert a_vs_c.difference == pytest.approx(-1.0) and a_vs_c.different and a_vs_c.improvement == 1.0
+    assert all(row.comparison.p_holm >= row.comparison.p for row in rows)

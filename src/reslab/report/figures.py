@@ -99,9 +99,14 @@ def curves_figure(
         fig.suptitle(title)
     fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120)
+    fig.savefig(out_png, dpi=120, metadata=png_title(title))
     plt.close(fig)
     return out_png
+
+
+def png_title(title: str) -> dict[str, str]:
+    """The figure's title also as the PNG's Title field, which image viewers and galleries show."""
+    return {"Title": title} if title else {}
 
 
 Curve = tuple[list[float], list[float], list[float]]  # steps, mean, std (0 for one run)
@@ -200,7 +205,7 @@ def objective_by_trial(jobs: list[Job], out_png: Path, title: str = "") -> Path 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "objective against trial number")
-    return _save(fig, out_png)
+    return _save(fig, out_png, title=title)
 
 
 def objective_by_hyperparameter(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
@@ -233,14 +238,14 @@ def objective_by_hyperparameter(jobs: list[Job], out_png: Path, title: str = "")
     fig.colorbar(points, ax=axes[0].tolist(), label="trial", ticks=MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    return _save(fig, out_png, tight=False)
+    return _save(fig, out_png, tight=False, title=title)
 
 
-def _save(fig, out_png: Path, tight: bool = True) -> Path:
+def _save(fig, out_png: Path, tight: bool = True, title: str = "") -> Path:
     if tight:
         fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120, bbox_inches="tight")
+    fig.savefig(out_png, dpi=120, bbox_inches="tight", metadata=png_title(title))
     plt.close(fig)
     return out_png
 

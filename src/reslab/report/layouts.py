@@ -18,6 +18,7 @@ from pathlib import Path
 
 from reslab.report import paper
 from reslab.report.collect import Job
+from reslab.report.comparisons import METRICS, PAPER_NOTE, PaperNumber, paper_rows, ten_crop_error
 from reslab.report.figures import (
     curves_figure,
     degradation_figure,
@@ -26,12 +27,9 @@ from reslab.report.figures import (
     objective_by_hyperparameter,
     objective_by_trial,
 )
-from reslab.report.tables import GridPoint, Stat, by_objective, objective, override_values, searched_keys, trial_rows
+from reslab.report.tables import GridPoint, by_objective, objective, override_values, searched_keys, trial_rows
 
 SMOKE_SUFFIX = "_smoke"
-# A change in final training error smaller than this (percentage points) counts as none: the
-# per-batch error averaged over the last 10% of a run still moves by about that much.
-DEGRADATION_NOISE = 1.0
 NOT_BUILT = "not built (no model knob for this unit)"
 
 
@@ -57,6 +55,9 @@ class Layout:
     title: str
     tables: Callable[[list[GridPoint]], list[Section]]
     figures: tuple[FigureSpec, ...]
+    # What the paper compares its networks on (reslab.report.comparisons.METRICS), first the
+    # metric of its tables; the final training error is the degradation problem's.
+    metrics: tuple[str, ...] = ("test", "train")
 
 
 def layout_for(experiment: str | None, sampled: bool = False) -> Layout | None:
@@ -77,8 +78,12 @@ def top1_test_error(job: Job) -> float | None:
     return job.metric("test/err")
 
 
-def top5_test_error(job: Job) -> float | None:
-    return job.metric("test/err_top5")
+def ten_crop_top5_error(job: Job) -> float | None:
+    """Top-5 of the 10-crop test, as `ten_crop_error` finds top-1."""
+    value = job.metric("test/err_top5_10crop")
+    if value is None and (job.config.get("data") or {}).get("ten_crop_test"):
+        value = job.metric("test/err_top5")
+    return value
 
 
 def ours(
@@ -127,6 +132,15 @@ def one_per_row(points: list[GridPoint]) -> list[tuple[str, GridPoint | None]]:
     return [(" [" + " ".join(o for o in point.key if o not in shared) + "]", point) for point in points]
 
 
+def against_paper(entries: Sequence[PaperNumber], metric: str, source: str) -> list[Section]:
+    """The section that holds our seeds against the paper's numbers (reslab.report.comparisons)."""
+    entries = [entry for entry in entries if entry.point is not None]
+    if not entries:
+        return []
+    metric = METRICS[metric]
+    return [Section(f"Against the paper: {source}", paper_rows(entries, metric), [PAPER_NOTE + metric.name + "."])]
+
+
 def params_of(point: GridPoint | None) -> str:
     for job in point.jobs if point else []:
         if (job.results or {}).get("params"):
@@ -138,10 +152,15 @@ def params_of(point: GridPoint | None) -> str:
 
 
 def cifar_table6(points: list[GridPoint]) -> list[Section]:
-    resnet_rows = []
+    resnet_rows, numbers = [], []
+    runs = paper.CIFAR_RESNET110_RUNS
     for depth, paper_error in paper.CIFAR_TABLE6.items():
         here = matching(points, lambda j, d=depth: j.family == "resnet" and j.depth == d)
         for suffix, point in one_per_row(here):
+            if depth == 110:  # the table's number is the best of 5 runs: hold ours against their mean ± std
+                numbers.append(PaperNumber(f"ResNet-{depth}{suffix}", point, runs["mean"], runs["std"], runs["n"]))
+            else:
+                numbers.append(PaperNumber(f"ResNet-{depth}{suffix}", point, paper_error))
             text, value = ours(point, top1_test_error)
             resnet_rows.append(
                 {
@@ -174,7 +193,6 @@ def cifar_table6(points: list[GridPoint]) -> list[Section]:
                     "Δ vs " + paper.NABLA0001.name: delta(value, peer),
                 }
             )
-    runs = paper.CIFAR_RESNET110_RUNS
     return [
         Section(
             f"Table 6: CIFAR-10 test error (%), option A — {paper.CIFAR_TABLE6_SOURCE}",
@@ -192,21 +210,22 @@ def cifar_table6(points: list[GridPoint]) -> list[Section]:
             plain_rows,
             ["The paper gives no table for plain nets: deeper plain nets have higher training and test error."],
         ),
-    ]
+    ] + against_paper(numbers, "test", paper.CIFAR_TABLE6_SOURCE)
 
 
 # ----------------------------------------------------------------------------- ImageNet, Tables 2 and 3
 
 
 def imagenet_table2(points: list[GridPoint]) -> list[Section]:
-    rows = []
+    rows, numbers = [], []
     for depth in (18, 34):
         row = {"layers": str(depth)}
         for family, name in (("plain", "plain"), ("resnet", "ResNet")):
             here = matching(points, lambda j, f=family, d=depth: j.family == f and j.depth == d)
             _, point = one_per_row(here)[0]
-            text, value = ours(point, top1_test_error)
+            text, value = ours(point, ten_crop_error)
             paper_error = paper.IMAGENET_TABLE2[(family, depth)]
+            numbers.append(PaperNumber(f"{name}-{depth}", point, paper_error))
             row[f"{name} (ours)"] = text
             row[f"{name} (paper)"] = reference(paper_error)
             row[f"{name} Δ"] = delta(value, paper_error)
@@ -223,11 +242,11 @@ def imagenet_table2(points: list[GridPoint]) -> list[Section]:
                 f"ResNet-34 {torchvision.errors[(34, 'B')]:.2f}.",
             ],
         )
-    ]
+    ] + against_paper(numbers, "test_10crop", paper.IMAGENET_TABLE2_SOURCE)
 
 
 def imagenet_table3(points: list[GridPoint]) -> list[Section]:
-    rows = []
+    rows, numbers = [], []
     for entry in paper.IMAGENET_TABLE3:
         here = matching(
             points,
@@ -235,8 +254,10 @@ def imagenet_table3(points: list[GridPoint]) -> list[Section]:
             and (e.family == "plain" or j.shortcut == e.shortcut),
         )
         for suffix, point in one_per_row(here):
-            top1, top1_value = ours(point, top1_test_error)
-            top5, top5_value = ours(point, top5_test_error)
+            top1, top1_value = ours(point, ten_crop_error)
+            top5, top5_value = ours(point, ten_crop_top5_error)
+            if entry.family:
+                numbers.append(PaperNumber(entry.name + suffix, point, entry.top1))
             peer = paper.FB_RESNET_TORCH.errors.get((entry.depth, entry.shortcut))
             rows.append(
                 {
@@ -262,14 +283,14 @@ def imagenet_table3(points: list[GridPoint]) -> list[Section]:
                 + ", ".join(f"ResNet-{d} {e:.2f}" for (d, _), e in torchvision.errors.items()) + ".",
             ],
         )
-    ]
+    ] + against_paper(numbers, "test_10crop", paper.IMAGENET_TABLE3_SOURCE + ", top-1")
 
 
 # ----------------------------------------------------------------------------- identity mappings, Table 2
 
 
 def preact_table2(points: list[GridPoint]) -> list[Section]:
-    rows = []
+    rows, numbers = [], []
     for unit in paper.PREACT_TABLE2:
         row = {"unit": unit.name}
         for depth in paper.PREACT_DEPTHS:
@@ -278,7 +299,9 @@ def preact_table2(points: list[GridPoint]) -> list[Section]:
                 text, value = NOT_BUILT, None
             else:
                 here = matching(points, lambda j, f=unit.family, d=depth: j.family == f and j.depth == d)
-                text, value = ours(one_per_row(here)[0][1], top1_test_error, median=True)
+                point = one_per_row(here)[0][1]
+                text, value = ours(point, top1_test_error, median=True)
+                numbers.append(PaperNumber(f"{unit.name} ResNet-{depth}", point, paper_error))
             row[f"ResNet-{depth} (ours)"] = text
             row[f"ResNet-{depth} (paper)"] = reference(paper_error)
             row[f"ResNet-{depth} Δ"] = delta(value, paper_error)
@@ -293,7 +316,7 @@ def preact_table2(points: list[GridPoint]) -> list[Section]:
                 "approximated by other knobs.",
             ],
         )
-    ]
+    ] + against_paper(numbers, "test", paper.PREACT_TABLE2_SOURCE + "; a median of 5 varies less than one run")
 
 
 def preact_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
@@ -361,79 +384,6 @@ def mnist_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None
     return curves_figure(jobs, out_png, [("ResNet-18 on MNIST", lambda j: True)], start_of, start_of, title=title)
 
 
-# ----------------------------------------------------------------------------- degradation verdict
-
-
-@dataclass(frozen=True)
-class DepthGap:
-    """Final training error of a family's deepest minus its shallowest net, over their seeds."""
-
-    shallow: int
-    deep: int
-    gap: float  # points: mean of the deep net's seeds minus mean of the shallow net's
-    spread: float  # points: the two nets' std over seeds added (0 with one seed each)
-    seeds: tuple[int, int]  # (shallow, deep) completed seeds
-
-    @property
-    def threshold(self) -> float:
-        """A gap counts when it is larger than the seeds' spread (the nets' mean ± std bars do
-        not overlap) and than the per-batch noise of a single run's final error."""
-        return max(DEGRADATION_NOISE, self.spread)
-
-    @property
-    def counts(self) -> bool:
-        return self.gap > self.threshold
-
-    def describe(self, name: str) -> str:
-        seeds = f"n={self.seeds[1]} and {self.seeds[0]}"
-        spread = f"spread {self.spread:.2f}, " if self.spread else ""
-        return f"{name}-{self.deep} vs {name}-{self.shallow} {self.gap:+.2f} points ({spread}{seeds})"
-
-
-def depth_gap(points: Sequence[GridPoint], family: str) -> DepthGap | None:
-    """The family's DepthGap; None unless it has completed runs at 2+ depths."""
-    by_depth: dict[int, list[float]] = {}
-    for point in points:
-        if point.first.family == family and point.first.depth is not None:
-            by_depth.setdefault(point.first.depth, []).extend(point.stat(Job.final_train_error).values)
-    by_depth = {d: v for d, v in by_depth.items() if v}
-    if len(by_depth) < 2:
-        return None
-    low, high = Stat(by_depth[min(by_depth)]), Stat(by_depth[max(by_depth)])
-    return DepthGap(
-        shallow=min(by_depth),
-        deep=max(by_depth),
-        gap=100 * (high.mean - low.mean),
-        spread=100 * ((low.std or 0.0) + (high.std or 0.0)),
-        seeds=(low.n, high.n),
-    )
-
-
-def degradation_verdict(points: Sequence[GridPoint]) -> str | None:
-    """One sentence: does the deepest plain net end with a higher training error than the
-    shallowest, by more than the seeds' spread (and DEGRADATION_NOISE points), while the
-    deepest ResNet does not? None unless both families have 2+ depths."""
-    plain, resnet = depth_gap(points, "plain"), depth_gap(points, "resnet")
-    if plain is None or resnet is None:
-        return None
-    facts = (
-        "final training error, deepest minus shallowest, mean over seeds: "
-        f"{plain.describe('plain')}, {resnet.describe('ResNet')}; a gap counts when larger than "
-        f"the spread (the two nets' std over seeds added) and than {DEGRADATION_NOISE:.2f} point"
-    )
-    if plain.counts and not resnet.counts:
-        return (
-            "The degradation problem shows: the deeper plain net trains worse and the deeper ResNet "
-            f"does not ({facts})."
-        )
-    if plain.counts and resnet.gap < plain.gap:
-        return (
-            "The degradation problem shows, less clearly: the deeper plain net trains worse, the "
-            f"deeper ResNet by less ({facts})."
-        )
-    return f"The degradation problem does not show in this sweep ({facts})."
-
-
 # ----------------------------------------------------------------------------- sampled sweeps
 
 
@@ -465,6 +415,7 @@ SEARCH_LAYOUT = Layout(
         FigureSpec("search_trials.png", "objective (best val err) against trial number", objective_by_trial),
         FigureSpec("search_hyperparameters.png", "objective against each hyperparameter", objective_by_hyperparameter),
     ),
+    (),
 )
 
 
@@ -492,6 +443,7 @@ LAYOUTS = {
                 "Figure 4 layout: thin training, bold centre-crop validation error",
                 figure4,
             ),),
+            ("test_10crop", "train"),
         ),
         Layout(
             "imagenet_table3",
@@ -502,6 +454,7 @@ LAYOUTS = {
                 "dashed training, bold validation error per network",
                 table3_figure,
             ),),
+            ("test_10crop",),
         ),
         Layout(
             "preact_cifar",
@@ -512,6 +465,7 @@ LAYOUTS = {
                 "original vs full pre-activation: dashed training, bold validation",
                 preact_figure,
             ),),
+            ("test",),
         ),
         Layout(
             "mnist_transfer",
@@ -522,8 +476,11 @@ LAYOUTS = {
                 "pretrained vs random start: dashed training, bold validation",
                 mnist_figure,
             ),),
+            ("test",),
         ),
     )
 }
 
+# A sweep without a paper layout is compared on the degradation problem's metric.
+GENERIC_METRICS = ("train",)
 GENERIC_FIGURE = FigureSpec("training_curves.png", "dashed training, bold validation error", degradation_figure)
