@@ -94,6 +94,8 @@ def trainer_facts(trainer: pl.Trainer, status: str, run: JobRun) -> dict[str, An
             facts["train_time_s"] = round(callback.time_elapsed("train"), 3)
         if hasattr(callback, "job_facts"):
             facts.update(callback.job_facts())
+    if hasattr(trainer.datamodule, "job_facts"):  # e.g. the images an image folder had to skip
+        facts.update(trainer.datamodule.job_facts())
     return facts
 
 
