@@ -43,7 +43,7 @@ CPU = torch.device("cpu")
 def build_folder(root: Path, images: int, seed: int = 0) -> Path:
     """root/{train,val}/<photo>/*.JPEG: random crops of the two sample photos, 500x375 or
     375x500, JPEG quality 90. Reused when it already holds the files."""
-    photos = [torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1) for p in load_sample_images().images]
+    photos = [torch.from_numpy(np.array(p)).permute(2, 0, 1) for p in load_sample_images().images]
     generator = torch.Generator().manual_seed(seed)
     for split, count in (("train", images), ("val", max(images // 8, 2))):
         for k in range(count):
@@ -87,7 +87,7 @@ def images_per_s(dm: ImageNetDataModule, seconds: float, hooks: bool) -> float:
     while True:
         for batch in dm.train_dataloader():
             if hooks:
-                images, labels = dm.on_after_batch_transfer(dm.transfer_batch_to_device(batch, CPU, 0), 0)
+                dm.on_after_batch_transfer(dm.transfer_batch_to_device(batch, CPU, 0), 0)
             done += batch.labels.shape[0]
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:

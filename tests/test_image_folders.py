@@ -36,7 +36,7 @@ def one_thread():
 
 def photo(height: int, width: int, which: int = 0) -> torch.Tensor:
     """One of scikit-learn's two sample photos, resized: uint8 (3, H, W)."""
-    image = torch.from_numpy(np.ascontiguousarray(load_sample_images().images[which])).permute(2, 0, 1)
+    image = torch.from_numpy(np.array(load_sample_images().images[which])).permute(2, 0, 1)
     return TF.resize(image, [height, width], antialias=True)
 
 
@@ -252,7 +252,7 @@ def test_grayscale_cmyk_and_a_png_named_jpeg_become_rgb_on_both_paths(tmp_path):
         dm.setup("fit")
         made[decode] = batches(dm, dm.val_dataloader())
         train_images, _ = batches(dm, dm.train_dataloader())[0]
-        assert train_images.shape == (4, 3, 32, 32) and dm.job_facts() == {"data/skipped_images": 0}
+        assert train_images.shape == (4, 3, 32, 32) and dm.job_facts()["data/skipped_images"] == 0
     assert torch.equal(made["cpu"][0][0], made["device"][0][0])
 
 
@@ -273,7 +273,10 @@ def test_an_undecodable_image_is_skipped_counted_and_named_in_one_line(tmp_path,
     assert images.shape == (3, 3, 32, 32) and labels.tolist() == [0, 1, 1]
     lines = [r.getMessage() for r in caplog.records if "cannot be decoded" in r.getMessage()]
     assert len(lines) == 1 and str(root / "val" / "a" / "broken.JPEG") in lines[0]
-    assert dm.job_facts() == {"data/skipped_images": 1}
+    facts = dm.job_facts()
+    assert facts["data/skipped_images"] == 1
+    # The PNG and the broken file make the batched decode fail: the batch was decoded image by image.
+    assert facts["data/per_image_decoded_batches"] == (1 if decode == "device" else 0)
 
 
 # ----------------------------------------------------------------------------- through the CLI

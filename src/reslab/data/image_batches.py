@@ -166,6 +166,9 @@ class BatchDecoder:
 
     def __init__(self) -> None:
         self.skipped = 0
+        # Batches whose batched decode failed and were decoded image by image: a few per epoch on
+        # ImageNet (its PNG, its CMYK JPEGs where nvJPEG refuses them); many means a slow path.
+        self.per_image_batches = 0
 
     def note_skipped(self, path: str, reason: str) -> None:
         self.skipped += 1
@@ -177,8 +180,10 @@ class BatchDecoder:
             return []
         try:
             return list(decode_jpeg(files, mode="RGB", device=device))
-        except RuntimeError:
-            return [self.decode_one(data, path, device) for data, path in zip(files, paths)]
+        except RuntimeError as error:
+            self.per_image_batches += 1
+            log.debug("batched decode failed (%s); decoding the batch image by image", error)
+            return [self.decode_one(data, path, device) for data, path in zip(files, paths, strict=True)]
 
     def decode_one(self, data: Tensor, path: str, device: torch.device) -> Tensor | None:
         try:

@@ -232,8 +232,12 @@ class ImageNetDataModule(L.LightningDataModule):
         return "device" if trainer is not None and trainer.strategy.root_device.type == "cuda" else "cpu"
 
     def job_facts(self) -> dict[str, Any]:
-        """For the job's record: the images skipped because they could not be decoded."""
-        return {"data/skipped_images": self.decoder.skipped}
+        """For the job's record: the images skipped because they could not be decoded, and the
+        batches whose batched decode failed and that were decoded image by image."""
+        return {
+            "data/skipped_images": self.decoder.skipped,
+            "data/per_image_decoded_batches": self.decoder.per_image_batches,
+        }
 
     # --- Lightning hooks
 
