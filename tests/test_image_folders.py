@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,16 @@ def test_evaluation_and_ten_crop_pixels_are_the_same_on_both_paths(tmp_path):
         # IDCT and CUDA's resize may differ by a few uint8 levels; see the README).
         assert torch.equal(cpu_images, device_images) and torch.equal(cpu_labels, device_labels)
     assert made["device"][2][0].shape == (3, 10, 3, 32, 32)
+
+
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_the_test_loader_follows_ten_crop_test_as_it_is_when_made(tmp_path, decode):
+    """task=eval scores the centre crop, then sets ten_crop_test and tests again."""
+    dm = ImageNetDataModule(photo_folder(tmp_path), batch_size=4, decode=decode, **SMALL)
+    dm.setup("test")
+    assert batches(dm, dm.test_dataloader())[0][0].shape == (4, 3, 32, 32)
+    dm.ten_crop_test = True
+    assert batches(dm, dm.test_dataloader())[0][0].shape == (4, 10, 3, 32, 32)
 
 
 # ----------------------------------------------------------------------------- training distributions
@@ -321,3 +332,40 @@ def test_device_decoding_trains_and_checkpoints_score_the_same_on_either_path(tr
         scored = results(tmp_path / f"scored_{scored_with}")
         assert scored["metrics"]["test/err"] == trained["metrics"]["test/err"]
         assert scored["metrics"]["test/loss"] == trained["metrics"]["test/loss"]
+
+
+# ----------------------------------------------------------------------------- on a GPU
+
+GPU_TESTS_DEVICE = torch.device("cuda" if os.environ.get("RESLAB_GPU_TESTS_ON", "gpu") == "gpu" else "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(GPU_TESTS_DEVICE.type == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_the_gpu_batches_decode_there_and_evaluate_within_two_levels_of_the_cpu_path(tmp_path):
+    """nvJPEG and CUDA's resize against libjpeg-turbo and the CPU's: the stated tolerance is a mean
+    absolute difference of at most 2 uint8 levels per pixel. Odd files decode or are skipped."""
+    picture = Image.fromarray(photo(90, 120).permute(1, 2, 0).numpy())
+    files = {f"c{k % 2}/{k}.JPEG": jpeg(photo(90 + 10 * k, 120, k % 2)) for k in range(6)}
+    files["c0/cmyk.JPEG"] = pil_bytes(picture.convert("CMYK"), "JPEG")
+    files["c1/png.JPEG"] = pil_bytes(picture, "PNG")
+    files["c1/broken.JPEG"] = files["c0/0.JPEG"][:300]
+    root = folder(tmp_path, files)
+    made = {}
+    for decode, device in (("cpu", CPU), ("device", GPU_TESTS_DEVICE)):
+        dm = ImageNetDataModule(
+            root, batch_size=9, decode=decode, **{**SMALL, "image_size": 64, "resize_range": [72, 96], "val_resize": 72}
+        )
+        dm.setup("fit")
+        ((images, labels),) = [
+            dm.on_after_batch_transfer(dm.transfer_batch_to_device(b, device, 0), 0) for b in dm.val_dataloader()
+        ]
+        assert images.device.type == device.type and images.shape == (8, 3, 64, 64)
+        made[decode] = (images.cpu(), labels.cpu())
+        train_images, _ = dm.on_after_batch_transfer(
+            dm.transfer_batch_to_device(next(iter(dm.train_dataloader())), device, 0), 0
+        )
+        assert train_images.device.type == device.type and train_images.dtype == torch.float32
+        assert dm.job_facts()["data/skipped_images"] == 2  # the broken file, in val and in train
+    std = torch.tensor(dm.std).view(1, 3, 1, 1)
+    difference = ((made["cpu"][0] - made["device"][0]) * std * 255).abs()
+    assert torch.equal(made["cpu"][1], made["device"][1]) and difference.mean() <= 2.0
