@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from scipy import stats
 from sklearn.datasets import load_sample_images
-from test_data import write_image_tree
+from test_data import one_thread, write_image_tree  # noqa: F401  (one_thread: autouse, one torch thread)
 from torchvision.io import encode_jpeg, encode_png
 from torchvision.transforms.v2 import functional as TF
 
@@ -25,14 +25,6 @@ from reslab.data.image_batches import TRAIN, adjust_colours, collate_encoded, de
 from reslab.errors import ConfigError
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def photo(height: int, width: int, which: int = 0) -> torch.Tensor:

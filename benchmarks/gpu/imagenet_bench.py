@@ -179,19 +179,19 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="small sizes: the code path on a CPU in seconds")
     parser.add_argument("--root", type=Path, help="the photo folder to build / reuse (default: a temporary one)")
     parser.add_argument("--batch", type=int, help="batch size (default 256; 8 with --tiny)")
-    parser.add_argument("--steps", type=int, default=80, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=60, help="training steps per run")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="DataLoader workers")
-    parser.add_argument("--decode-images", type=int, help="images per decode measurement (default 10240)")
+    parser.add_argument("--decode-images", type=int, help="images per decode measurement (default 5120)")
     parser.add_argument("--run-timeout-s", type=float, default=150.0)
     parser.add_argument("--skip", nargs="*", default=[], choices=["decode_augment", "training"])
     args = parser.parse_args()
     args.batch = args.batch or (4 if args.tiny else 256)
-    args.decode_images = args.decode_images or (16 if args.tiny else 10240)
+    args.decode_images = args.decode_images or (16 if args.tiny else 5120)
     if args.tiny:
         args.workers = 0
     root = args.root or Path(tempfile.mkdtemp(prefix="reslab-imagenet-bench-"))
     started = time.perf_counter()
-    build_folder(root, images=args.batch * 2 if args.tiny else 2048)
+    build_folder(root, images=args.batch * 2 if args.tiny else 1024)
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu ({os.cpu_count()} cores)"
     command = " ".join(["python", "benchmarks/gpu/imagenet_bench.py", *sys.argv[1:]])
     print(
