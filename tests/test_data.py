@@ -323,17 +323,24 @@ def test_synthetic_loader_batches():
 # ----------------------------------------------------------------------------- image folders
 
 
-def test_image_folder_batches_and_ten_crop(tmp_path):
+def first_batch(dm: ImageNetDataModule, loader: DataLoader):
+    """A loader's first batch as the network gets it: through the datamodule's batch hooks."""
+    batch = dm.transfer_batch_to_device(next(iter(loader)), torch.device("cpu"), 0)
+    return dm.on_after_batch_transfer(batch, 0)
+
+
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_image_folder_batches_and_ten_crop(tmp_path, decode):
     root = write_image_tree(tmp_path)
-    dm = ImageNetDataModule(root, batch_size=4, ten_crop_test=True, **TINY_IMAGENET)
+    dm = ImageNetDataModule(root, batch_size=4, ten_crop_test=True, decode=decode, **TINY_IMAGENET)
     dm.setup("fit")
     dm.setup("test")
     assert dm.num_train == 6 and dm.input_shape == (3, 16, 16)
-    images, labels = next(iter(dm.train_dataloader()))
+    images, labels = first_batch(dm, dm.train_dataloader())
     assert images.shape == (4, 3, 16, 16) and images.dtype == torch.float32
     assert set(labels.tolist()) <= {0, 1}
-    assert next(iter(dm.val_dataloader()))[0].shape == (4, 3, 16, 16)
-    crops, _ = next(iter(dm.test_dataloader()))
+    assert first_batch(dm, dm.val_dataloader())[0].shape == (4, 3, 16, 16)
+    crops, _ = first_batch(dm, dm.test_dataloader())
     assert crops.shape == (4, 10, 3, 16, 16)
     # Crops 0..4 are the corners and centre, 5..9 those of the mirrored image: its top-left
     # crop is the original's top-right one, mirrored.

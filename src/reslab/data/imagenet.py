@@ -14,21 +14,49 @@ network with BN after its first conv amounts to the same.
 Evaluation: shorter side resized to `val_resize` (256), centre `image_size` crop. With
 `ten_crop_test: true` the test batches are (B, 10, C, H, W): four corners and the centre, each
 also mirrored; the LightningModule averages the logits over dim 1 when its input is 5-D.
+
+Where images are decoded and augmented (`decode`):
+- `cpu`: in the DataLoader's worker processes, image by image (torchvision.transforms.v2);
+- `device`: the workers only read each file's bytes; the training process decodes each batch on
+  the training device (batched nvJPEG on CUDA) and augments it there, every random parameter
+  drawn per image (reslab.data.image_batches). On the CPU this runs in the training process;
+- `auto`: `device` when the trainer's device is CUDA, else `cpu`.
+Both paths draw from the same augmentation distributions and give the same evaluation pixels,
+so a checkpoint trained on one scores the same on the other. Every batch reaches the network
+through the datamodule's batch hooks (`transfer_batch_to_device`, `on_after_batch_transfer`);
+Lightning's DataLoader, sampler and resume state are the usual ones. Decoding is TorchCodec's
+on both paths; an image that cannot be decoded is skipped, counted (`job_facts()`) and named in
+one log line.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
+from reslab.data.image_batches import (
+    EVAL,
+    TEN_CROP,
+    TRAIN,
+    BatchDecoder,
+    DecodedImageFolder,
+    EncodedImageFolder,
+    FolderBatch,
+    collate_decoded,
+    collate_encoded,
+    eval_batch,
+    ten_crop_batch,
+    train_batch,
+)
 from reslab.data.in_memory import check_data_root, check_non_negative_int, check_positive_int, drop_short_last_batch
 from reslab.errors import ConfigError
 
@@ -38,11 +66,7 @@ LAYOUT = (
     "data.root/train/<class>/*.JPEG and data.root/val/<class>/*.JPEG "
     "(one folder per class, the same class names in both)"
 )
-
-
-def read_rgb(path: str) -> Tensor:
-    """Decode a file to a uint8 (3, H, W) tensor: libjpeg straight to a tensor, no PIL round trip."""
-    return decode_image(path, mode=ImageReadMode.RGB)
+DECODE_CHOICES = ("cpu", "device", "auto")
 
 
 def stack_crops(crops: Sequence[Tensor]) -> Tensor:
@@ -55,7 +79,8 @@ def class_folders(folder: str) -> list[str]:
 
 
 class ImageNetDataModule(L.LightningDataModule):
-    """Image folders read by worker processes, augmented per image with torchvision.transforms.v2.
+    """Image folders read by worker processes, decoded and augmented there (`decode: cpu`) or as
+    whole batches on the training device (`decode: device`).
 
     Attributes the training script may read: `num_classes`, `input_shape` (C, H, W), and after
     `setup()`: `num_train`. `batch_size` and `eval_batch_size` are per device under DDP; with
@@ -80,6 +105,7 @@ class ImageNetDataModule(L.LightningDataModule):
         ten_crop_test: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        decode: str = "auto",
     ) -> None:
         super().__init__()
         self.num_classes = check_positive_int("num_classes", num_classes)
@@ -110,8 +136,12 @@ class ImageNetDataModule(L.LightningDataModule):
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ConfigError(f"data.mean={mean!r} and data.std={std!r} need 3 values each, std > 0.")
+        if decode not in DECODE_CHOICES:
+            raise ConfigError(f"data.decode={decode!r} is not one of {', '.join(DECODE_CHOICES)}.")
+        self.decode = decode
         self.root = check_data_root(root)
         self.classes = self.check_layout()
+        self.decoder = BatchDecoder()
         self.train_set: ImageFolder | None = None
         self.val_set: ImageFolder | None = None
         self.test_set: ImageFolder | None = None
@@ -189,6 +219,27 @@ class ImageNetDataModule(L.LightningDataModule):
             ]
         )
 
+    def test_transform(self) -> v2.Compose:
+        return self.ten_crop_transform() if self.ten_crop_test else self.eval_transform()
+
+    # --- where images are decoded
+
+    @property
+    def decode_on(self) -> str:
+        """`cpu` or `device`: `auto` is `device` on a CUDA trainer, else `cpu`."""
+        if self.decode != "auto":
+            return self.decode
+        trainer = self.trainer
+        return "device" if trainer is not None and trainer.strategy.root_device.type == "cuda" else "cpu"
+
+    def job_facts(self) -> dict[str, Any]:
+        """For the job's record: the images skipped because they could not be decoded, and the
+        batches whose batched decode failed and that were decoded image by image."""
+        return {
+            "data/skipped_images": self.decoder.skipped,
+            "data/per_image_decoded_batches": self.decoder.per_image_batches,
+        }
+
     # --- Lightning hooks
 
     def setup(self, stage: str | None = None) -> None:
@@ -197,42 +248,86 @@ class ImageNetDataModule(L.LightningDataModule):
         if stage in ("fit", "validate", None) and self.val_set is None:
             self.val_set = self.image_folder("val", self.eval_transform())
         if stage in ("test", None) and self.test_set is None:
-            self.test_set = self.image_folder(
-                "val", self.ten_crop_transform() if self.ten_crop_test else self.eval_transform()
-            )
+            self.test_set = self.image_folder("val", self.test_transform())
 
     def image_folder(self, split: str, transform: v2.Compose) -> ImageFolder:
+        folder = str(self.root / split)
         try:
-            return ImageFolder(str(self.root / split), transform, loader=read_rgb)
+            return EncodedImageFolder(folder) if self.decode_on == "device" else DecodedImageFolder(folder, transform)
         except FileNotFoundError as error:  # a class folder without any image file
             raise ConfigError(f"data.root={self.root}: {error}. Expected {LAYOUT}.") from error
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if isinstance(batch, FolderBatch):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A FolderBatch on its device to (images, labels): decoded and augmented here on the
+        `device` path, as the workers made it on the `cpu` path."""
+        if not isinstance(batch, FolderBatch):
+            return batch
+        for path in batch.skipped:
+            self.decoder.note_skipped(path, "in a DataLoader worker")
+        if batch.encoded is None:
+            return self.require_images(batch.images, batch), batch.labels
+        device = batch.labels.device
+        decoded = self.decoder.decode(batch.files(), batch.paths, device)
+        kept = [index for index, image in enumerate(decoded) if image is not None]
+        images = [decoded[index] for index in kept]
+        labels = batch.labels
+        if len(kept) < len(decoded):
+            labels = labels.index_select(0, torch.tensor(kept, dtype=torch.long).to(device, non_blocking=True))
+        return self.transform_batch(images, batch.kind, batch.paths), labels
+
+    def transform_batch(self, images: list[Tensor], kind: str, paths: Sequence[str]) -> Tensor:
+        if not images:
+            raise RuntimeError(f"no image of a batch could be decoded (first file: {paths[0]}); check the data set")
+        if kind == TRAIN and self.augment:
+            return train_batch(images, self.image_size, self.resize_range, self.color_jitter, self.mean, self.std)
+        if kind == TEN_CROP:
+            return ten_crop_batch(images, self.image_size, self.val_resize, self.mean, self.std)
+        return eval_batch(images, self.image_size, self.val_resize, self.mean, self.std)
+
+    @staticmethod
+    def require_images(images: Tensor | None, batch: FolderBatch) -> Tensor:
+        if images is None:
+            raise RuntimeError(f"no image of a batch could be decoded (skipped: {batch.skipped[:3]}); check the data set")
+        return images
 
     @property
     def num_train(self) -> int | None:
         return None if self.train_set is None else len(self.train_set)
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader(self.require(self.train_set, "train"), self.batch_size, train=True)
+        return self.loader(self.require(self.train_set, "train"), self.batch_size, TRAIN)
 
     def val_dataloader(self) -> DataLoader:
-        return self.loader(self.require(self.val_set, "val"), self.eval_batch_size, train=False)
+        return self.loader(self.require(self.val_set, "val"), self.eval_batch_size, EVAL)
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader(self.require(self.test_set, "test"), self.eval_batch_size, train=False)
+        test_set = self.require(self.test_set, "test")
+        # ten_crop_test may change between two test runs (task=eval scores both ways).
+        if test_set.transform is not None:
+            test_set.transform = self.test_transform()
+        return self.loader(test_set, self.eval_batch_size, TEN_CROP if self.ten_crop_test else EVAL)
 
     def require(self, dataset: ImageFolder | None, name: str) -> ImageFolder:
         if dataset is None:
             raise RuntimeError(f"call setup() before asking ImageNetDataModule for its {name} data")
         return dataset
 
-    def loader(self, dataset: ImageFolder, batch_size: int, train: bool) -> DataLoader:
+    def loader(self, dataset: ImageFolder, batch_size: int, kind: str) -> DataLoader:
         world_size = self.trainer.world_size if self.trainer is not None else 1
+        train = kind == TRAIN
+        collate = collate_encoded if isinstance(dataset, EncodedImageFolder) else collate_decoded
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=train,
             drop_last=train and drop_short_last_batch(len(dataset), batch_size, world_size),
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            collate_fn=functools.partial(collate, kind=kind),
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
         )

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from reslab import distributed, job
 from reslab.callbacks.throughput import TrainingThroughput
 from reslab.checks import instantiate
+from reslab.data.imagenet import ImageNetDataModule
 from reslab.loggers import build_loggers, close_loggers
 from reslab.models import count_flops, count_parameters, model_summary
 from reslab.module import ClassificationModule
@@ -57,7 +58,7 @@ def trainer(cfg: DictConfig, job_dir: Path) -> pl.Trainer:
 def trainer_facts(trainer: pl.Trainer, record: dict[str, Any], job_dir: Path) -> dict[str, Any]:
     """What the record holds of a job that reached the trainer, whatever its status: the
     loggers closed with it (the W&B run's identity), the counters, the metrics, the best values
-    from metrics.csv, the training time and the throughput."""
+    from metrics.csv, the training time, the throughput and the images an image folder skipped."""
     facts: dict[str, Any] = close_loggers(trainer.loggers, record["status"], facts=record)
     facts.update(world_size=trainer.world_size, steps=trainer.global_step, epochs=trainer.current_epoch)
     if "metrics" not in record:
@@ -68,6 +69,8 @@ def trainer_facts(trainer: pl.Trainer, record: dict[str, Any], job_dir: Path) ->
             facts["train_time_s"] = round(callback.time_elapsed("train"), 3)
         if isinstance(callback, TrainingThroughput):
             facts.update(callback.job_facts())
+    if isinstance(trainer.datamodule, ImageNetDataModule):  # the images it had to skip
+        facts.update(trainer.datamodule.job_facts())
     return facts
 
 
