@@ -60,7 +60,7 @@ def build_trainer(cfg: DictConfig, run: JobRun, **overrides: Any) -> pl.Trainer:
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
         logger=build_loggers(cfg, run.dir, instantiate) or False,
-        plugins=distributed.cluster_plugins(),
+        plugins=[*distributed.cluster_plugins(), checkpoints.AtomicCheckpointIO()],
         **overrides,
     )
     run.is_writer = lambda: trainer.is_global_zero
