@@ -219,6 +219,7 @@ class SweepOwner(Callback):
 
     def _check_jobs(self, config: DictConfig) -> None:
         from reslab.preflight import check_job  # torch and the builders: only when a sweep runs
+        from reslab.search import SearchRefused, check_search_objective
 
         try:
             if is_grid_sweep(config):
@@ -242,9 +243,14 @@ class SweepOwner(Callback):
                 )
                 with as_launched(job_config, number):
                     check_job(job_config)
+                    if not is_grid_sweep(config):
+                        check_search_objective(job_config, config)
                 if number == 0:  # the first check imported what this process keeps: reslab.collector
                     collector.keep_imports()
                     collector.started()
+            except SearchRefused as error:
+                log.error("configuration error: %s", error)
+                raise SystemExit(2) from None
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
             except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked
