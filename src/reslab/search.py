@@ -88,8 +88,9 @@ def first_validation(job_config: DictConfig) -> tuple[int | None, int | None, st
 
 
 def training_batches_per_epoch(job_config: DictConfig) -> int | None:
-    """Training batches per epoch on one device, from the datamodule's training split, for data
-    held in memory (loaded in moments); None for other data."""
+    """Training batches per epoch of each process, from the datamodule's training split and the
+    number of processes (devices x nodes, where given as numbers), for data held in memory
+    (loaded in moments); None for other data."""
     from reslab.data.in_memory import InMemoryDataModule
     from reslab.preflight import instantiate
 
@@ -98,6 +99,9 @@ def training_batches_per_epoch(job_config: DictConfig) -> int | None:
         return None
     datamodule.setup("fit")
     batches = len(datamodule.train_dataloader())
+    devices, nodes = _number(job_config.trainer.get("devices")), _number(job_config.trainer.get("num_nodes", 1))
+    if isinstance(devices, int) and isinstance(nodes, int) and devices * nodes > 1:
+        batches = math.ceil(batches / (devices * nodes))  # each process draws its share of the split
     limit = _number(job_config.trainer.get("limit_train_batches"))
     if limit is not None:
         batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)  # as Lightning reads it
