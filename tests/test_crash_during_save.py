@@ -33,7 +33,9 @@ def job_on_its_own_filesystem(tmp_path):
     job = tmp_path / "job"
     job.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(job)], capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(job)], capture_output=True, text=True
+        )
     except FileNotFoundError:
         pytest.skip("no mount command here")
     if mounted.returncode != 0:
@@ -93,7 +95,7 @@ def test_kill_9_during_saves_never_costs_the_checkpoint(job_on_its_own_filesyste
             if proc.poll() is None:
                 proc.kill()
             stderr = proc.communicate()[1]
-        assert proc.returncode == -signal.SIGKILL, f"attempt {kill} ended by itself ({proc.returncode}):\n{stderr[-3000:]}"
+        assert proc.returncode == -signal.SIGKILL, f"attempt {kill} ended itself ({proc.returncode}):\n{stderr[-3000:]}"
         last = job / "checkpoints" / "last.ckpt"
         try:
             state = torch.load(last, weights_only=True, map_location="cpu")

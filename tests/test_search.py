@@ -94,7 +94,9 @@ def trial_records(tmp_path: Path) -> list[dict]:
 
 def test_a_search_whose_trials_cannot_validate_is_refused_before_any_trial(train, tmp_path):
     # digits_search validates every 2nd epoch (38 steps at batch size 64): not within 30 steps.
-    proc = train("-m", "experiment=digits_search", "hydra.sweeper.n_trials=3", "trainer.max_steps=30", fast=False, check=False)
+    proc = train(
+        "-m", "experiment=digits_search", "hydra.sweeper.n_trials=3", "trainer.max_steps=30", fast=False, check=False
+    )
     assert proc.returncode == 2, output(proc)[-3000:]
     errors = [line for line in output(proc).splitlines() if "configuration error" in line]
     assert len(errors) == 1 and "first validation comes at step 38" in errors[0], output(proc)[-3000:]

@@ -33,13 +33,15 @@ from reslab.loggers import build_loggers, close_loggers
 
 with initialize_config_dir(config_dir="{REPO / "conf"}", version_base="1.3"):
     cfg = compose(config_name="train", overrides=["paths.output_dir=" + sys.argv[1]])
-(wandb_logger,) = [lg for lg in build_loggers(cfg, Path(sys.argv[1]), instantiate) if type(lg).__name__ == "WandbJobLogger"]
+loggers = build_loggers(cfg, Path(sys.argv[1]), instantiate)
+(wandb_logger,) = [lg for lg in loggers if type(lg).__name__ == "WandbJobLogger"]
 began = time.monotonic()
 wandb_logger.log_metrics({{"train/loss": 0.5}}, step=3)
 started = time.monotonic()
 closed = close_loggers([wandb_logger], "completed")
 finished = time.monotonic() - started
-print("TIMES " + json.dumps({{"start_s": started - began, "finish_s": finished, "closed": closed, "at": time.time()}}), flush=True)
+times = {{"start_s": started - began, "finish_s": finished, "closed": closed, "at": time.time()}}
+print("TIMES " + json.dumps(times), flush=True)
 """
 
 

@@ -39,7 +39,8 @@ def start_wandb_run(init_args: dict[str, Any]):
     # WandbLogger always passes `anonymous`, which wandb 0.31 only warns about.
     args = {k: v for k, v in init_args.items() if not (k == "anonymous" and v is None)}
     if args.get("settings") is None or isinstance(args["settings"], dict):
-        args["settings"] = {"init_timeout": INIT_TIMEOUT_S, "finish_timeout": FINISH_TIMEOUT_S, **(args.get("settings") or {})}
+        bounds = {"init_timeout": INIT_TIMEOUT_S, "finish_timeout": FINISH_TIMEOUT_S}
+        args["settings"] = {**bounds, **(args.get("settings") or {})}
     args["mode"], reason = choose_wandb_mode(args.get("mode"))
     try:
         run = wandb.init(**args)
