@@ -79,3 +79,73 @@ def test_three_trial_search_then_its_report(train, report, tmp_path):
     for figure in ("search_trials.png", "search_hyperparameters.png"):
         assert (sweep / figure).stat().st_size > 10_000 and f"]({figure})" in out
     assert Path(sweep / "report.md").read_text().startswith("# Report")
+
+
+# ----------------------------------------------------------------------------- trials without an objective
+
+
+def output(proc) -> str:
+    return proc.stdout + proc.stderr
+
+
+def trial_records(tmp_path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (tmp_path / "multirun").rglob("results.json")]
+
+
+def test_a_search_whose_trials_cannot_validate_is_refused_before_any_trial(train, tmp_path):
+    # digits_search validates every 2nd epoch (38 steps at batch size 64): not within 30 steps.
+    proc = train(
+        "-m", "experiment=digits_search", "hydra.sweeper.n_trials=3", "trainer.max_steps=30", fast=False, check=False
+    )
+    assert proc.returncode == 2, output(proc)[-3000:]
+    errors = [line for line in output(proc).splitlines() if "configuration error" in line]
+    assert len(errors) == 1 and "first validation comes at step 38" in errors[0], output(proc)[-3000:]
+    assert "trainer.max_steps=30" in errors[0] and "Traceback" not in output(proc)
+    assert trial_records(tmp_path) == []
+
+
+def test_a_search_in_which_no_trial_completes_ends_with_its_summary_and_one_line(train, tmp_path):
+    # Every trial fails mid-training: its checkpoint folder is a file.
+    (tmp_path / "not_a_folder").write_text("a file where the trials want their checkpoint folder\n")
+    proc = train(
+        "-m", "experiment=digits_search", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1", *VALIDATE,
+        f"callbacks.checkpoint.dirpath={tmp_path / 'not_a_folder'}", "callbacks.checkpoint.every_n_train_steps=3",
+        check=False,
+    )
+    assert proc.returncode == 1, output(proc)[-3000:]
+    assert [r["status"] for r in trial_records(tmp_path)] == ["failed", "failed"], output(proc)[-3000:]
+    ends = [line for line in output(proc).splitlines() if "search without result" in line]
+    assert len(ends) == 1 and "none of its 2 trials completed" in ends[0], output(proc)[-3000:]
+    assert "trial 0: failed" in ends[0] and "trial 1: failed" in ends[0]
+    assert "2 failed" in output(proc)  # the sweep's summary
+    assert "No trials are completed yet" not in output(proc)
+
+
+LOSE_TRIAL_0 = '''
+import os, signal
+import lightning.pytorch as pl
+from hydra.core.hydra_config import HydraConfig
+
+class LoseTrial0(pl.Callback):
+    """Trial 0's process is killed (kill -9) at step 2: the launcher reports the trial lost."""
+
+    def on_train_batch_start(self, trainer, *args):
+        if HydraConfig.get().job.num == 0 and trainer.global_step == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_a_lost_trial_is_told_failed_and_the_search_goes_on(train, tmp_path):
+    (tmp_path / "lose_trial.py").write_text(LOSE_TRIAL_0)  # importable: the job processes run in tmp_path
+    proc = train(
+        "-m", "experiment=digits_search", "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.4", *VALIDATE,
+        "+callbacks.lose._target_=lose_trial.LoseTrial0", check=False,
+    )
+    (sweep,) = [p for p in (tmp_path / "multirun").glob("*/*") if p.is_dir()]
+    statuses = sorted(r["status"] for r in trial_records(tmp_path))
+    assert statuses == ["completed", "completed", "failed"], output(proc)[-3000:]
+    # The study went on after the lost trial and names its best of the two completed.
+    optuna = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = min(r["best"]["val/err"] for r in trial_records(tmp_path) if r["status"] == "completed")
+    assert math.isclose(optuna["best_value"], best)
+    assert proc.returncode == 1 and "Traceback" not in output(proc), output(proc)[-3000:]

@@ -24,14 +24,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from fsspec.implementations.local import LocalFileSystem
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from reslab.atomic_files import atomic_writer
 from reslab.errors import ConfigError, JobInterrupted
 from reslab.job import LAST_CHECKPOINT, METRICS_FILE, read_metrics_csv
 from reslab.safe_load import HoldsPythonObjects, NotATorchFile, load_tensors_only
@@ -118,6 +122,28 @@ def _check_fits(path: Path, found: dict[str, torch.Tensor], expected: dict[str, 
         "It was written for another model or data config: resume with the config it was trained "
         "with (its job's .hydra/config.yaml), or start fresh with ckpt_path=none"
     )
+
+
+# ----------------------------------------------------------------------------- writing checkpoints
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoints, each written to a temp file beside its target, fsynced and
+    renamed over it (reslab.atomic_files): a job killed mid-save keeps its previous checkpoint.
+
+    Lightning's own save writes a temp file in $TMPDIR and moves it; where $TMPDIR is on another
+    filesystem than the job folder (node-local /tmp, job folders on NFS or Lustre) the move
+    truncates the old checkpoint and copies into it, so a kill during the copy leaves neither.
+    Remote paths (s3://, ...) keep Lightning's way.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        filesystem, local_path = fsspec.core.url_to_fs(str(path))
+        if storage_options is not None or not isinstance(filesystem, LocalFileSystem):
+            super().save_checkpoint(checkpoint, path, storage_options=storage_options)
+            return
+        with atomic_writer(local_path) as handle:
+            torch.save(checkpoint, handle)
 
 
 # ----------------------------------------------------------------------------- metric history

@@ -218,7 +218,7 @@ class SweepOwner(Callback):
             self._lock = None
 
     def _check_jobs(self, config: DictConfig) -> None:
-        from reslab.checks import check_job  # torch and the builders: only when a sweep runs
+        from reslab.checks import SearchRefused, check_job, check_search_objective  # torch: only when a sweep runs
 
         try:
             if is_grid_sweep(config):
@@ -243,12 +243,17 @@ class SweepOwner(Callback):
                 )
                 with as_launched(job_config, number) as folder:
                     check_job(job_config)
+                    if not is_grid_sweep(config):
+                        check_search_objective(job_config, config)
                 if folder in folders:
                     raise ConfigError(
                         f"it would share the folder {folder.name} with job {' '.join(folders[folder])}: they differ "
                         f"only in keys that do not change what a job computes ({', '.join(job.NOT_COMPUTED_KEYS)})"
                     )
                 folders[folder] = overrides
+            except SearchRefused as error:
+                log.error("configuration error: %s", error)
+                raise SystemExit(2) from None
             except ConfigError as error:
                 problems.append(f"  job {' '.join(overrides)}: {error}")
             except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked

@@ -53,7 +53,7 @@ def log_report_to_wandb(
             "mode": mode,
             # Never take over (or finish) a run the caller has open.
             "reinit": "create_new",
-            "settings": {"silent": True, "init_timeout": 60},
+            "settings": {"silent": True},
         }
     )
     table = wandb.Table(

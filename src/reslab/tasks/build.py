@@ -12,7 +12,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
-from reslab import distributed, job
+from reslab import checkpoints, distributed, job
 from reslab.callbacks.throughput import TrainingThroughput
 from reslab.checks import instantiate
 from reslab.data.imagenet import ImageNetDataModule
@@ -51,7 +51,7 @@ def trainer(cfg: DictConfig, job_dir: Path) -> pl.Trainer:
         cfg.trainer,
         callbacks=[instantiate(c) for c in cfg.callbacks.values() if c],
         logger=build_loggers(cfg, job_dir, instantiate) or False,
-        plugins=distributed.cluster_plugins(),
+        plugins=[*distributed.cluster_plugins(), checkpoints.AtomicCheckpointIO()],
     )
 
 
