@@ -173,8 +173,16 @@ def main() -> None:
     counter = StepCounter()
     install(counter)
     results = run_reslab(overrides, counter)
-    log_every = int(next((o.split("=", 1)[1] for o in reversed(DEFAULTS + overrides)
-                          if o.lstrip("+").startswith("trainer.log_every_n_steps=")), 50))
+    log_every = int(
+        next(
+            (
+                o.split("=", 1)[1]
+                for o in reversed(DEFAULTS + overrides)
+                if o.lstrip("+").startswith("trainer.log_every_n_steps=")
+            ),
+            50,
+        )
+    )
     summary = summarise(counter, results, log_every)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -48,11 +48,35 @@ from reslab.speed import channels_last_on, matmul_precision_for
 
 # name: (overrides of both sides, what is compared, goal)
 CASES = {
-    "digits8": (["experiment=digits_degradation", "model=resnet", "model.depth=8", "trainer.max_steps=600"], "time", 1.10),
-    "cifar20": (["data=synthetic", "model=resnet", "model.depth=20", "data.batch_size=128", "trainer.max_steps=40",
-                 "scheduler.milestones=[32000,48000]"], "speed", 0.98),
-    "cifar56": (["data=synthetic", "model=resnet", "model.depth=56", "data.batch_size=128", "trainer.max_steps=400",
-                 "scheduler.milestones=[32000,48000]"], "speed", 0.95),
+    "digits8": (
+        ["experiment=digits_degradation", "model=resnet", "model.depth=8", "trainer.max_steps=600"],
+        "time",
+        1.10,
+    ),
+    "cifar20": (
+        [
+            "data=synthetic",
+            "model=resnet",
+            "model.depth=20",
+            "data.batch_size=128",
+            "trainer.max_steps=40",
+            "scheduler.milestones=[32000,48000]",
+        ],
+        "speed",
+        0.98,
+    ),
+    "cifar56": (
+        [
+            "data=synthetic",
+            "model=resnet",
+            "model.depth=56",
+            "data.batch_size=128",
+            "trainer.max_steps=400",
+            "scheduler.milestones=[32000,48000]",
+        ],
+        "speed",
+        0.95,
+    ),
 }
 # ResLab's side only: nothing but the training loop is timed.
 RESLAB_ONLY = ["++trainer.limit_val_batches=0", "test=false", "trainer.enable_progress_bar=false"]
@@ -143,8 +167,10 @@ def bare_lightning(overrides: list[str], device: str, skip: int = SKIP_STEPS) ->
     cfg = composed([*overrides, "paths.output_dir=."])
     torch.manual_seed(cfg.seed)
     module = ClassificationModule(
-        instantiate(cfg.model), optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None, num_classes=cfg.data.num_classes,
+        instantiate(cfg.model),
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        num_classes=cfg.data.num_classes,
     )
     wait = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     marks: dict[str, float] = {}
@@ -159,22 +185,43 @@ def bare_lightning(overrides: list[str], device: str, skip: int = SKIP_STEPS) ->
                 marks[trainer.global_step] = time.perf_counter()
 
     trainer = pl.Trainer(
-        max_steps=cfg.trainer.max_steps, accelerator="gpu" if device == "cuda" else "cpu", devices=1,
-        precision="bf16-mixed" if device == "cuda" else "32-true", benchmark=device == "cuda", logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=[Clock()], log_every_n_steps=50,
+        max_steps=cfg.trainer.max_steps,
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision="bf16-mixed" if device == "cuda" else "32-true",
+        benchmark=device == "cuda",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[Clock()],
+        log_every_n_steps=50,
     )
     trainer.fit(module, datamodule=instantiate(cfg.data))
     end = marks[cfg.trainer.max_steps]
-    return {"seconds": end - marks["start"], "steady_seconds": end - marks[skip], "steady_steps": cfg.trainer.max_steps - skip}
+    return {
+        "seconds": end - marks["start"],
+        "steady_seconds": end - marks[skip],
+        "steady_steps": cfg.trainer.max_steps - skip,
+    }
 
 
 def reslab_run(overrides: list[str], loggers: str, device: str, workdir: Path) -> dict[str, float]:
     """Training seconds of a `reslab-train` run (validation and testing off), and its steady part."""
     run_dir = workdir / f"run-{time.monotonic_ns()}"
     gpu = ["trainer=gpu"] if device == "cuda" else ["trainer.accelerator=cpu"]
-    command = [sys.executable, "-m", "reslab.train", *overrides, *gpu, *RESLAB_ONLY, f"logger={loggers}",
-               f"callbacks.throughput.skip_steps={SKIP_STEPS}", f"hydra.run.dir={run_dir}"]
+    command = [
+        sys.executable,
+        "-m",
+        "reslab.train",
+        *overrides,
+        *gpu,
+        *RESLAB_ONLY,
+        f"logger={loggers}",
+        f"callbacks.throughput.skip_steps={SKIP_STEPS}",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     subprocess.run(command, check=True, capture_output=True, cwd=workdir, env=env)
     results = json.loads((run_dir / "results.json").read_text())
@@ -215,18 +262,31 @@ def compare(case: str, device: str, loggers: list[str], repeats: int, workdir: P
                 "plain_steps_per_s": 1 / plain_step_s,
                 "speed_ratio": plain_step_s / step_s,
             }
-    return {"case": case, "overrides": overrides, "device": device, "compared": kind, "goal": goal,
-            "repeats": repeats, "plain_runs": plain, "reslab_runs": reslab, "results": rows}
+    return {
+        "case": case,
+        "overrides": overrides,
+        "device": device,
+        "compared": kind,
+        "goal": goal,
+        "repeats": repeats,
+        "plain_runs": plain,
+        "reslab_runs": reslab,
+        "results": rows,
+    }
 
 
 def print_comparison(result: dict) -> None:
     kind, goal = result["compared"], result["goal"]
     print(f"\n{result['case']} on {result['device']}: {' '.join(result['overrides'])}  ({result['repeats']} repeats)")
-    print(f"  {'loggers':<16} {'of repeats':<10} {'ResLab s':>9} {'plain s':>8} {'time ratio':>11} {'steady speed ratio':>19}")
+    print(
+        f"  {'loggers':<16} {'of repeats':<10} {'ResLab s':>9} {'plain s':>8} {'time ratio':>11} {'steady speed ratio':>19}"
+    )
     for name, by_statistic in result["results"].items():
         for statistic, row in by_statistic.items():
-            print(f"  {name:<16} {statistic:<10} {row['reslab_s']:9.2f} {row['plain_s']:8.2f} "
-                  f"{row['time_ratio']:10.3f}x {row['speed_ratio']:18.3f}x")
+            print(
+                f"  {name:<16} {statistic:<10} {row['reslab_s']:9.2f} {row['plain_s']:8.2f} "
+                f"{row['time_ratio']:10.3f}x {row['speed_ratio']:18.3f}x"
+            )
     which = "time ratio" if kind == "time" else "steady speed ratio"
     sign = "<=" if kind == "time" else ">="
     print(f"  goal: {which} {sign} {goal}")
@@ -241,7 +301,10 @@ PROFILE_PARTS = [
     ("  backward", [("torch/_tensor.py", "backward")]),
     ("  optimiser update (SGD)", [("torch/optim/sgd.py", "sgd")]),
     ("  schedule", [("lr_scheduler.py", "step")]),
-    ("  data: next batch + transform", [("loops/fetchers.py", "__next__"), ("reslab/data/in_memory.py", "on_after_batch_transfer")]),
+    (
+        "  data: next batch + transform",
+        [("loops/fetchers.py", "__next__"), ("reslab/data/in_memory.py", "on_after_batch_transfer")],
+    ),
     ("  callback hooks (all callbacks)", [("trainer/call.py", "_call_callback_hooks")]),
     ("    of which step values to loggers", [("callbacks/step_log.py", "flush")]),
     ("  LightningModule.log", [("core/module.py", "log")]),
@@ -296,8 +359,11 @@ def main() -> None:
     parser.add_argument("--loggers", default="csv,default", help="logger configs to run ResLab with, comma-separated")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--profile", choices=sorted(CASES), help="profile this case instead of timing it")
-    parser.add_argument("--bare-lightning", action="store_true",
-                        help="also time the module under a Lightning Trainer with no callbacks or loggers (the floor)")
+    parser.add_argument(
+        "--bare-lightning",
+        action="store_true",
+        help="also time the module under a Lightning Trainer with no callbacks or loggers (the floor)",
+    )
     parser.add_argument("--steps", type=int, help="training steps instead of the case's (e.g. a quick check)")
     parser.add_argument("--threads", type=int, help="CPU threads of both sides (OMP_NUM_THREADS); default: torch's")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
@@ -315,17 +381,23 @@ def main() -> None:
         for case in cases:
             CASES[case][0].append(f"trainer.max_steps={args.steps}")
     with tempfile.TemporaryDirectory(prefix="reslab-loop-") as workdir:
-        results = [compare(case, args.device, loggers, args.repeats, Path(workdir), args.bare_lightning) for case in cases]
+        results = [
+            compare(case, args.device, loggers, args.repeats, Path(workdir), args.bare_lightning) for case in cases
+        ]
     for result in results:
         print_comparison(result)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    device = (
+        torch.cuda.get_device_name() if args.device == "cuda" else f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    )
     command = " ".join(["python", "benchmarks/loop_overhead.py", *sys.argv[1:]])
     print(f"\nmachine: {device}, torch {torch.__version__}, torch threads {torch.get_num_threads()}")
     print(f"reproduce: {command}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"command": command, "machine": device, "torch": torch.__version__,
-                                         "cases": results}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"command": command, "machine": device, "torch": torch.__version__, "cases": results}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

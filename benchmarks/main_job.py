@@ -104,7 +104,9 @@ def launch_order(experiment: str, overrides: list[str], jobs: list[list[str]]) -
     """The jobs in the order the sweep's launcher starts them: longest first by its
     `longest_first_by` key (read from each job's composed config), else the sweep's order."""
     with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
-        configs = [compose("train", [f"experiment={experiment}", *overrides, *job], return_hydra_config=True) for job in jobs]
+        configs = [
+            compose("train", [f"experiment={experiment}", *overrides, *job], return_hydra_config=True) for job in jobs
+        ]
     key = OmegaConf.select(configs[0], "hydra.launcher.longest_first_by")
     if not key:
         return jobs
@@ -126,7 +128,15 @@ def reslab_main_job(experiment: str, overrides: list[str], workdir: Path) -> dic
     """Wall seconds of `reslab-train -m experiment=... && reslab-report`, and what the jobs say."""
     sweep_dir = workdir / f"sweep-{time.monotonic_ns()}"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    train = [sys.executable, "-m", "reslab.train", "-m", f"experiment={experiment}", f"hydra.sweep.dir={sweep_dir}", *overrides]
+    train = [
+        sys.executable,
+        "-m",
+        "reslab.train",
+        "-m",
+        f"experiment={experiment}",
+        f"hydra.sweep.dir={sweep_dir}",
+        *overrides,
+    ]
     report = [sys.executable, "-m", "reslab.report.cli", str(sweep_dir)]
     start = time.perf_counter()
     subprocess.run(train, check=True, capture_output=True, cwd=workdir, env=env)
@@ -159,7 +169,8 @@ def main() -> None:
         "--reslab-only", action="store_true", help="time ResLab's side alone, e.g. to compare launcher settings"
     )
     parser.add_argument(
-        "--floor", action="store_true",
+        "--floor",
+        action="store_true",
         help="also time the plain loop with one thread per job: the grid's time with every core busy "
         "and nothing else, the least that running jobs side by side can reach",
     )
@@ -175,7 +186,9 @@ def main() -> None:
             if not args.reslab_only:
                 plain_runs.append([plain_training_time(args.experiment, args.overrides, job) for job in jobs])
             if args.floor:
-                one_thread_runs.append([plain_training_time(args.experiment, args.overrides, job, threads=1) for job in jobs])
+                one_thread_runs.append(
+                    [plain_training_time(args.experiment, args.overrides, job, threads=1) for job in jobs]
+                )
                 packed_runs.append(plain_side_by_side(args.experiment, args.overrides, jobs, min(cores, len(jobs))))
             reslab_runs.append(reslab_main_job(args.experiment, args.overrides, Path(workdir)))
     wall = time.perf_counter() - wall_before
@@ -223,10 +236,16 @@ def main() -> None:
     )
     if ratio is not None:
         verdict = "stretch goal met" if ratio <= STRETCH else "goal met" if ratio <= GOAL else "goal NOT met"
-        print(f"ratio ResLab end to end / plain training: {ratio:.2f}x  (goal <= {GOAL}, stretch <= {STRETCH}): {verdict}")
-    busy = "" if others is None else (
-        f"; other processes used {max(others, 0.0) / wall:.2f} of the {cores} cores meanwhile"
-        + ("  <- not a quiet machine: rerun when it is" if others > 0.05 * cores * wall else "")
+        print(
+            f"ratio ResLab end to end / plain training: {ratio:.2f}x  (goal <= {GOAL}, stretch <= {STRETCH}): {verdict}"
+        )
+    busy = (
+        ""
+        if others is None
+        else (
+            f"; other processes used {max(others, 0.0) / wall:.2f} of the {cores} cores meanwhile"
+            + ("  <- not a quiet machine: rerun when it is" if others > 0.05 * cores * wall else "")
+        )
     )
     print(f"machine: {cores} CPU cores ({platform.machine()}), torch {torch.__version__}{busy}")
     print(f"reproduce: {command}")

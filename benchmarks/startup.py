@@ -79,8 +79,12 @@ def main(repeats: int = 5) -> None:
             for name, mode in COLLECTOR_MODES.items():
                 runs[name].append(short_run(mode, f"{workdir}/{mode}-{repeat}"))
     for name, results in runs.items():
-        wall, spent, full = (statistics.median(r[key] for r in results) for key in ("wall_s", "collector_s", "full_passes"))
-        print(f"  collector with {name:18s} {wall:6.2f} s; collector passes {spent:5.2f} s ({full:.0f} full) before exit")
+        wall, spent, full = (
+            statistics.median(r[key] for r in results) for key in ("wall_s", "collector_s", "full_passes")
+        )
+        print(
+            f"  collector with {name:18s} {wall:6.2f} s; collector passes {spent:5.2f} s ({full:.0f} full) before exit"
+        )
     print("reproduce: python benchmarks/startup.py")
 
 

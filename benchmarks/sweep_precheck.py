@@ -53,12 +53,18 @@ def main() -> None:
     jobs = len(configs)
     print(f"experiment={args.experiment}: {jobs} jobs")
     print(f"Python + Hydra start and the sweep's config: {hydra_start:6.2f} s")
-    print(f"composing a job (median):                   {statistics.median(composing):6.3f} s  ({sum(composing):.2f} s for all)")
+    print(
+        f"composing a job (median):                   {statistics.median(composing):6.3f} s  ({sum(composing):.2f} s for all)"
+    )
     print(f"the first job's check (imports included):   {checking[0]:6.2f} s")
     later = checking[1:] or [0.0]
-    print(f"checking a later job (median):              {statistics.median(later):6.3f} s  ({sum(later):.2f} s for all)")
-    print(f"the pre-check in all:                       {hydra_start + sum(composing) + sum(checking):6.2f} s;"
-          f" Hydra's sweeper then composes every job again: about {sum(composing):.2f} s more")
+    print(
+        f"checking a later job (median):              {statistics.median(later):6.3f} s  ({sum(later):.2f} s for all)"
+    )
+    print(
+        f"the pre-check in all:                       {hydra_start + sum(composing) + sum(checking):6.2f} s;"
+        f" Hydra's sweeper then composes every job again: about {sum(composing):.2f} s more"
+    )
     print(f"reproduce: python benchmarks/sweep_precheck.py --experiment {args.experiment}")
 
 

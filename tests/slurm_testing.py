@@ -36,7 +36,7 @@ def cluster_nodes() -> int:
 # +callbacks.pause.step=N) that holds every rank of a job's first start (SLURM_RESTART_COUNT
 # unset) before step N until the file `go` exists; rank 0 says so with the file `paused`. A
 # requeued start runs straight through.
-PAUSE_ONCE = '''
+PAUSE_ONCE = """
 import os, time
 from pathlib import Path
 import lightning.pytorch as pl
@@ -51,7 +51,7 @@ class PauseOnFirstStart(pl.Callback):
                 Path("paused").touch()
             while not Path("go").exists():
                 time.sleep(0.1)
-'''
+"""
 
 
 def pause_once(folder: Path, step: int) -> list[str]:
@@ -69,7 +69,9 @@ class BackgroundSweep:
         self.proc: subprocess.CompletedProcess | None = None
         self._thread = threading.Thread(
             target=lambda: setattr(
-                self, "proc", run_cli("reslab.train", ["-m", *overrides], cwd, timeout=timeout, check=False, PYTHONPATH=str(cwd))
+                self,
+                "proc",
+                run_cli("reslab.train", ["-m", *overrides], cwd, timeout=timeout, check=False, PYTHONPATH=str(cwd)),
             )
         )
         self._thread.start()
@@ -117,8 +119,7 @@ def task_logs(sweep: Path, job_id: str, stream: str = "out") -> dict[int, str]:
     """Each SLURM task's log of one job, by task id (SLURM_PROCID); a requeued job appends."""
     folder = sweep / ".submitit" / job_id
     return {
-        int(p.name[len(job_id) + 1 :].split("_")[0]): p.read_text()
-        for p in folder.glob(f"{job_id}_*_log.{stream}")
+        int(p.name[len(job_id) + 1 :].split("_")[0]): p.read_text() for p in folder.glob(f"{job_id}_*_log.{stream}")
     }
 
 

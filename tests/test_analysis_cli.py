@@ -22,8 +22,13 @@ def test_toy_chain_task_checks_closed_form_against_autograd(train, tmp_path):
 
 def test_gradient_preset_runs_and_the_report_answers(train, report, tmp_path):
     train(
-        "-m", "experiment=digits_gradients", "model.depth=8", "trainer.max_steps=6",
-        "callbacks.grad_norms.every_n_steps=2", "hydra.sweep.dir=grads", "logger=csv",
+        "-m",
+        "experiment=digits_gradients",
+        "model.depth=8",
+        "trainer.max_steps=6",
+        "callbacks.grad_norms.every_n_steps=2",
+        "hydra.sweep.dir=grads",
+        "logger=csv",
     )
     sweep = tmp_path / "grads"
     jobs = {p.name: p for p in sweep.iterdir() if (p / "results.json").exists()}

@@ -154,7 +154,9 @@ def test_model_weights_holding_python_objects_is_refused(train, tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"state_dict": state, "settings": Settings()}, path)
 
-    proc = train(*RUN, "model=torchvision", "model.name=resnet18", f"model.weights={path}", "hydra.run.dir=job", check=False)
+    proc = train(
+        *RUN, "model=torchvision", "model.name=resnet18", f"model.weights={path}", "hydra.run.dir=job", check=False
+    )
 
     line = the_error_line(proc, tmp_path / "job")
     assert says_python_objects(line) and "model.weights=" in line

@@ -16,7 +16,13 @@ from conftest import REPO
 
 CONF = REPO / "conf"
 # Options that need files or weights that a test has to write first; composed, not built.
-NEEDS_FILES = {("data", "cifar10"), ("data", "cifar100"), ("data", "mnist"), ("data", "fashion_mnist"), ("data", "imagenet")}
+NEEDS_FILES = {
+    ("data", "cifar10"),
+    ("data", "cifar100"),
+    ("data", "mnist"),
+    ("data", "fashion_mnist"),
+    ("data", "imagenet"),
+}
 
 
 def options(group: str) -> list[str]:

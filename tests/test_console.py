@@ -59,5 +59,7 @@ def test_only_advertisements_are_dropped():
     def record(msg):
         return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
 
-    assert not keep.filter(record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]"))
+    assert not keep.filter(
+        record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
+    )
     assert keep.filter(record("GPU available: False, used: False"))

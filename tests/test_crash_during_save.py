@@ -86,8 +86,12 @@ def test_kill_9_during_saves_never_costs_the_checkpoint(job_on_its_own_filesyste
     caught = 0
     for kill in range(KILLS):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reslab.train", *ARGS], cwd=tmp_path, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "reslab.train", *ARGS],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             caught += kill_during_a_save(proc, job / "checkpoints", latest_s=20)

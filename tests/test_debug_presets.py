@@ -20,11 +20,19 @@ def compose_train(*overrides: str):
 
 def test_lightning_debug_knobs_need_no_plus():
     cfg = compose_train(
-        "trainer.fast_dev_run=3", "trainer.overfit_batches=2", "trainer.limit_train_batches=5",
-        "trainer.limit_val_batches=0.5", "trainer.limit_test_batches=2", "trainer.profiler=simple",
+        "trainer.fast_dev_run=3",
+        "trainer.overfit_batches=2",
+        "trainer.limit_train_batches=5",
+        "trainer.limit_val_batches=0.5",
+        "trainer.limit_test_batches=2",
+        "trainer.profiler=simple",
     )
     assert (cfg.trainer.fast_dev_run, cfg.trainer.overfit_batches) == (3, 2)
-    assert (cfg.trainer.limit_train_batches, cfg.trainer.limit_val_batches, cfg.trainer.limit_test_batches) == (5, 0.5, 2)
+    assert (cfg.trainer.limit_train_batches, cfg.trainer.limit_val_batches, cfg.trainer.limit_test_batches) == (
+        5,
+        0.5,
+        2,
+    )
     assert cfg.trainer.profiler == "simple"
 
 

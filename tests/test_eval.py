@@ -14,8 +14,13 @@ def results(path):
 def test_eval_of_a_training_jobs_last_checkpoint_gives_its_test_error(train, tmp_path):
     train("logger=csv", "model.depth=8", "trainer.max_steps=12", "hydra.run.dir=trained")
     trained = results(tmp_path / "trained")
-    train("task=eval", "logger=csv", "model.depth=8", f"ckpt_path={tmp_path}/trained/checkpoints/last.ckpt",
-          "hydra.run.dir=scored")
+    train(
+        "task=eval",
+        "logger=csv",
+        "model.depth=8",
+        f"ckpt_path={tmp_path}/trained/checkpoints/last.ckpt",
+        "hydra.run.dir=scored",
+    )
     scored = results(tmp_path / "scored")
     assert scored["status"] == "completed" and scored["task"] == "eval" and scored["checkpoint_step"] == 12
     assert scored["metrics"]["test/err"] == trained["metrics"]["test/err"]
@@ -31,9 +36,20 @@ def test_eval_needs_weights_to_score(train):
 
 def test_eval_on_an_image_folder_gives_centre_and_ten_crop_errors(train, tmp_path):
     root = write_image_tree(tmp_path / "imagenet", per_class=3, height=40, width=50)
-    data = ["data=imagenet", f"data.root={root}", "data.num_classes=2", "data.image_size=32", "data.val_resize=36",
-            "data.resize_range=[36,44]", "data.batch_size=2", "data.num_workers=0", "data.persistent_workers=false",
-            "data.pin_memory=false", "model.depth=8", "logger=csv"]
+    data = [
+        "data=imagenet",
+        f"data.root={root}",
+        "data.num_classes=2",
+        "data.image_size=32",
+        "data.val_resize=36",
+        "data.resize_range=[36,44]",
+        "data.batch_size=2",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+        "data.pin_memory=false",
+        "model.depth=8",
+        "logger=csv",
+    ]
     train(*data, "trainer.max_steps=2", "hydra.run.dir=trained")
     train(*data, "task=eval", f"ckpt_path={tmp_path}/trained/checkpoints/last.ckpt", "hydra.run.dir=scored")
     metrics = results(tmp_path / "scored")["metrics"]

@@ -149,7 +149,9 @@ def test_imagenet_table3_builds_the_papers_sizes(row, params):
 def test_preact_cifar_pairs_depth_and_unit_and_keeps_the_cifar_recipe():
     cfg = compose_train(["experiment=preact_cifar"])
     assert grid(cfg) == {
-        "model.preact": ["false", "true"], "model.depth": ["110", "164"], "seed": ["0", "1", "2", "3", "4"]
+        "model.preact": ["false", "true"],
+        "model.depth": ["110", "164"],
+        "seed": ["0", "1", "2", "3", "4"],
     }
     for depth, block in ((110, "basic"), (164, "bottleneck")):
         for preact in (False, True):
@@ -239,9 +241,15 @@ def fit_with_warmup(warmup: WarmupUntilError, depth: int = 110, max_steps: int =
         num_classes=10,
     )
     trainer = pl.Trainer(
-        max_steps=max_steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[warmup, recorder],
-        default_root_dir=trainer_dir, log_every_n_steps=1,  # the rule acts where the step values are flushed
+        max_steps=max_steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[warmup, recorder],
+        default_root_dir=trainer_dir,
+        log_every_n_steps=1,  # the rule acts where the step values are flushed
     )
     loader = DataLoader(batches_with_errors(ERRORS), batch_size=10, shuffle=False)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
@@ -329,7 +337,9 @@ def test_cifar_table6_smoke_sweep_and_its_table6_report(train, report, tmp_path)
     table6 = out.split("## Table 6")[1].split("\n## ")[0]
     rows = {
         cells[0]: cells[1:]
-        for cells in ([c.strip() for c in line.split("|")[1:-1]] for line in table6.splitlines() if line.startswith("| ResNet-"))
+        for cells in (
+            [c.strip() for c in line.split("|")[1:-1]] for line in table6.splitlines() if line.startswith("| ResNet-")
+        )
     }
     assert list(rows) == ["ResNet-20", "ResNet-32", "ResNet-44", "ResNet-56", "ResNet-110", "ResNet-1202"]
     for depth, paper_error in paper.CIFAR_TABLE6.items():

@@ -41,7 +41,9 @@ GPU_RUN = [
 
 
 def test_a_bf16_run_keeps_its_data_on_the_gpu_and_records_its_speed(train, tmp_path):
-    train("trainer=gpu", *GPU_RUN, f"trainer.max_steps={STEPS}", f"model.depth={DEPTH}", "hydra.run.dir=job", fast=False)
+    train(
+        "trainer=gpu", *GPU_RUN, f"trainer.max_steps={STEPS}", f"model.depth={DEPTH}", "hydra.run.dir=job", fast=False
+    )
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     assert results["status"] == "completed" and results["steps"] == STEPS
     speed = results["throughput"]
@@ -55,8 +57,15 @@ def test_a_bf16_run_keeps_its_data_on_the_gpu_and_records_its_speed(train, tmp_p
 
 
 def test_a_one_gpu_ddp_run(train, tmp_path):
-    train(*GPU_RUN, "trainer=ddp", "trainer.devices=1", "trainer.max_steps=12", "model.depth=8",
-          "hydra.run.dir=job", fast=False)
+    train(
+        *GPU_RUN,
+        "trainer=ddp",
+        "trainer.devices=1",
+        "trainer.max_steps=12",
+        "model.depth=8",
+        "hydra.run.dir=job",
+        fast=False,
+    )
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     assert results["status"] == "completed" and results["world_size"] == 1 and results["steps"] == 12
 
@@ -64,9 +73,22 @@ def test_a_one_gpu_ddp_run(train, tmp_path):
 def test_no_synchronising_cuda_operation_between_flushes(tmp_path):
     out = tmp_path / "syncs.json"
     subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "host_syncs.py"), "--json", str(out), "trainer=gpu", *GPU_RUN,
-         f"model.depth={DEPTH}", "trainer.max_steps=60", "trainer.log_every_n_steps=20"],
-        cwd=tmp_path, env=cli_env(), check=True, capture_output=True, timeout=600,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "host_syncs.py"),
+            "--json",
+            str(out),
+            "trainer=gpu",
+            *GPU_RUN,
+            f"model.depth={DEPTH}",
+            "trainer.max_steps=60",
+            "trainer.log_every_n_steps=20",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
     )
     counts = json.loads(out.read_text())
     assert counts["status"] == "completed"

@@ -33,7 +33,11 @@ BAD_INPUTS = [
     ("optimizer.lr=0", "optimizer.lr", "> 0"),
     ("optimizer.weight_decay=-1e-4", "optimizer.weight_decay", ">= 0"),
     ("paths.output_dir=blocker/out", "paths.output_dir", "blocker is a file"),
-    ("callbacks.checkpoint.every_n_train_steps=-1", "callbacks.checkpoint: Invalid value for every_n_train_steps=-1", ">= 0"),
+    (
+        "callbacks.checkpoint.every_n_train_steps=-1",
+        "callbacks.checkpoint: Invalid value for every_n_train_steps=-1",
+        ">= 0",
+    ),
     # a key the target does not take: named, with the keys the config has
     ("+data.foo=1", "data.foo is not a setting of reslab.data.DigitsDataModule", "batch_size, crop_padding"),
     ("+model.widht=16", "model.widht is not a setting", "stride_in_1x1, style, width, zero_init_residual"),
@@ -83,8 +87,12 @@ def test_bad_input_is_refused_in_one_line(train, tmp_path, override, key, allowe
 
 def test_bad_inputs_stop_a_sweep_before_its_first_job(train, tmp_path):
     proc = train(
-        "-m", "hydra.sweep.dir=sweep", "trainer.precision=bogus,32-true", "optimizer.lr=0,0.1",
-        "callbacks.checkpoint.every_n_train_steps=5,-1", check=False,
+        "-m",
+        "hydra.sweep.dir=sweep",
+        "trainer.precision=bogus,32-true",
+        "optimizer.lr=0,0.1",
+        "callbacks.checkpoint.every_n_train_steps=5,-1",
+        check=False,
     )
 
     output = proc.stdout + proc.stderr
@@ -112,7 +120,9 @@ def test_the_defaults_and_every_option_of_the_checked_groups_pass():
     for group in ("trainer", "optimizer"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
             # Options for hardware this machine lacks are refused, rightly (see the CLI test).
-            if (option == "gpu" and not torch.cuda.is_available()) or (option == "ddp" and torch.cuda.device_count() == 1):
+            if (option == "gpu" and not torch.cuda.is_available()) or (
+                option == "ddp" and torch.cuda.device_count() == 1
+            ):
                 continue
             check_settings(compose_job(f"{group}={option}"))
 
@@ -134,7 +144,10 @@ def test_every_optimizer_option_has_its_ranges_checked(option):
         (["trainer.max_epochs=0"], "trainer.max_epochs=0 must be"),
         (["+trainer.strategy=bogus"], "trainer.strategy='bogus'"),
         (["trainer=ddp", "trainer.num_nodes=0"], "trainer.num_nodes=0"),
-        (["trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"], "trainer.sync_batchnorm=true needs GPUs"),
+        (
+            ["trainer=ddp", "trainer.accelerator=cpu", "trainer.sync_batchnorm=true"],
+            "trainer.sync_batchnorm=true needs GPUs",
+        ),
         (["optimizer=adam", "+optimizer.betas=[0.9,1.0]"], "optimizer.betas=[0.9, 1.0] must be"),
     ],
     ids=["max_epochs", "strategy", "num_nodes", "sync_batchnorm", "betas"],

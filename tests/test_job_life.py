@@ -118,7 +118,11 @@ def test_a_second_sweep_into_a_held_folder_is_refused_and_a_stale_lock_is_taken_
     sweep = tmp_path / "sweep"
     first = subprocess.Popen(
         [sys.executable, "-m", "reslab.train", *sweep_args(sweep, "trainer.max_steps=100000")],
-        cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -155,10 +159,17 @@ def test_a_killed_job_costs_the_sweep_neither_its_summary_nor_its_lock(tmp_path)
     # A job process killed from outside reports nothing; the launcher records it lost and Hydra's
     # sweeper raises once the batch has run, skipping the sweep's end: the summary comes at exit.
     sweep = tmp_path / "sweep"
-    args = sweep_args(sweep, "model.depth=8", "trainer.max_steps=24,100000", "hydra/launcher=node_parallel",
-                      "hydra.launcher.gpus=[]")
-    proc = subprocess.Popen([sys.executable, "-m", "reslab.train", *args], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = sweep_args(
+        sweep, "model.depth=8", "trainer.max_steps=24,100000", "hydra/launcher=node_parallel", "hydra.launcher.gpus=[]"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reslab.train", *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     long_job = sweep / "job1"
     deadline = time.monotonic() + 180
     while not (long_job / "metrics.csv").exists():  # the long job is training
@@ -177,9 +188,20 @@ def test_a_killed_job_costs_the_sweep_neither_its_summary_nor_its_lock(tmp_path)
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_saves_the_step_reached_and_exits_non_zero(tmp_path, signum, exit_code):
     job = tmp_path / "job"
-    command = [sys.executable, "-m", "reslab.train", *FAST, "logger=csv", "model.depth=8", "hydra.run.dir=job",
-               "trainer.max_steps=100000", "callbacks.checkpoint.every_n_train_steps=100000"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    command = [
+        sys.executable,
+        "-m",
+        "reslab.train",
+        *FAST,
+        "logger=csv",
+        "model.depth=8",
+        "hydra.run.dir=job",
+        "trainer.max_steps=100000",
+        "callbacks.checkpoint.every_n_train_steps=100000",
+    ]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
     while not (job / "metrics.csv").exists():  # training has logged its first rows
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
@@ -193,8 +215,11 @@ def test_a_signal_saves_the_step_reached_and_exits_non_zero(tmp_path, signum, ex
     assert checkpoint["global_step"] == interrupted["steps"] > 0
 
     # Running it again resumes from that step.
-    resumed = run_cli("reslab.train", [*FAST, "logger=csv", "model.depth=8", "hydra.run.dir=job",
-                                       f"trainer.max_steps={interrupted['steps'] + 4}"], tmp_path)
+    resumed = run_cli(
+        "reslab.train",
+        [*FAST, "logger=csv", "model.depth=8", "hydra.run.dir=job", f"trainer.max_steps={interrupted['steps'] + 4}"],
+        tmp_path,
+    )
     assert f"at step {interrupted['steps']}" in output(resumed)
     assert record(job)["status"] == "completed" and record(job)["attempts"][-1]["status"] == "interrupted"
 

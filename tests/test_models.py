@@ -74,10 +74,7 @@ def test_imagenet_resnet_option_b_has_torchvision_parameter_count(depth, params)
 @pytest.mark.parametrize("depth, params", [(18, 11_515_688), (34, 21_623_848)])
 def test_imagenet_plain_equals_resnet_option_a(depth, params):
     for shortcut in ("none", "A"):
-        assert (
-            count_parameters(on_meta(depth=depth, shortcut=shortcut, num_classes=1000, input_size=224))
-            == params
-        )
+        assert count_parameters(on_meta(depth=depth, shortcut=shortcut, num_classes=1000, input_size=224)) == params
 
 
 @pytest.mark.parametrize("depth, gmacs", [(18, 1.814), (34, 3.664), (50, 4.089)])
@@ -376,6 +373,7 @@ def test_case_and_null_spellings_are_accepted():
 
 # --- config files ----------------------------------------------------------------------------
 
+
 def _model_cfg(name: str):
     """conf/model/NAME.yaml as Hydra composes it (its `defaults:` included), on 3x16x16 data."""
     GlobalHydra.instance().clear()
@@ -402,6 +400,4 @@ def test_model_yaml_holds_every_builder_knob_at_its_default(name, differs):
 
 
 def test_plain_and_resnet_configs_build_equal_sizes():
-    assert count_parameters(instantiate(_model_cfg("plain"))) == count_parameters(
-        instantiate(_model_cfg("resnet"))
-    )
+    assert count_parameters(instantiate(_model_cfg("plain"))) == count_parameters(instantiate(_model_cfg("resnet")))

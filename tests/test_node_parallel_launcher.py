@@ -217,7 +217,11 @@ def test_jobs_per_gpu_shares_each_gpu_and_splits_its_memory(tmp_path):
 
 def test_the_longest_jobs_start_first_and_keep_their_numbers(tmp_path):
     proc, records = run_sweep(
-        tmp_path, "hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=1", "hydra.launcher.longest_first_by=x", "+x=1,3,2"
+        tmp_path,
+        "hydra.launcher.gpus=[]",
+        "hydra.launcher.max_parallel=1",
+        "hydra.launcher.longest_first_by=x",
+        "+x=1,3,2",
     )
 
     assert proc.returncode == 0, proc.stderr
@@ -228,8 +232,12 @@ def test_the_longest_jobs_start_first_and_keep_their_numbers(tmp_path):
 def test_the_start_order_comes_from_the_composed_configs_when_the_overrides_do_not_give_it(tmp_path):
     # The jobs' overrides give `length` no number (an interpolation): their configs must be read.
     proc, records = run_sweep(
-        tmp_path, "hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=1", "hydra.launcher.longest_first_by=length",
-        "+x=1,3,2", "+length=${x}",
+        tmp_path,
+        "hydra.launcher.gpus=[]",
+        "hydra.launcher.max_parallel=1",
+        "hydra.launcher.longest_first_by=length",
+        "+x=1,3,2",
+        "+length=${x}",
     )
 
     assert proc.returncode == 0, proc.stderr
@@ -380,7 +388,10 @@ def test_plans_that_would_share_or_lack_gpus_are_refused(gpus, gpus_per_job, job
 def test_the_project_preset_extends_the_plugin_and_changes_only_the_start_order():
     preset = OmegaConf.load(REPO / "conf" / "hydra" / "launcher" / "node_parallel.yaml")
     # ResLab's sweeps start their deepest networks first; the keys and other defaults are the plugin's.
-    assert OmegaConf.to_container(preset) == {"defaults": ["reslab_node_parallel", "_self_"], "longest_first_by": "model.depth"}
+    assert OmegaConf.to_container(preset) == {
+        "defaults": ["reslab_node_parallel", "_self_"],
+        "longest_first_by": "model.depth",
+    }
     plugin = OmegaConf.to_container(OmegaConf.structured(NodeParallelLauncherConf))
     assert plugin["longest_first_by"] is None and "longest_first_by" in plugin
 
@@ -465,9 +476,7 @@ def test_experiment_digits_degradation_packs_its_jobs_by_default(hydra_restore_s
 
     with initialize_config_module(config_module="reslab.conf", version_base="1.3"):
         packed = compose("train", ["experiment=digits_degradation"], return_hydra_config=True)
-        on_slurm = compose(
-            "train", ["experiment=digits_degradation", "hydra/launcher=slurm"], return_hydra_config=True
-        )
+        on_slurm = compose("train", ["experiment=digits_degradation", "hydra/launcher=slurm"], return_hydra_config=True)
 
     assert packed.hydra.launcher._target_.endswith("NodeParallelLauncher")
     assert "submitit" in on_slurm.hydra.launcher._target_  # the command line still chooses

@@ -28,7 +28,6 @@ from reslab.report.layouts import LAYOUTS, layout_for
 from reslab.report.tables import group_by_grid_point
 from reslab.sweep import expand_grid
 
-
 CPU_QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu"]
 
 
@@ -60,7 +59,11 @@ def test_partly_failed_sweep_with_two_seeds_per_point(train, report, tmp_path):
     # depth: those jobs fail. (The sweep's pre-check would refuse the whole sweep up front; it is
     # switched off here.) Three depth-9 job folders are then removed: grid points never started.
     train(
-        "-m", "model.depth=8,9", "seed=0,1", "optimizer.lr=0.05,1e30", "experiment_name=partial",
+        "-m",
+        "model.depth=8,9",
+        "seed=0,1",
+        "optimizer.lr=0.05,1e30",
+        "experiment_name=partial",
         "~hydra.callbacks.sweep_owner",
     )
     sweep = only_sweep(tmp_path)
@@ -82,7 +85,9 @@ def test_partly_failed_sweep_with_two_seeds_per_point(train, report, tmp_path):
     assert "8 jobs: 2 completed, 2 diverged, 1 failed, 3 not started" in out
     # two seeds: mean ± std over both, n = 2/2
     job = "data.batch_size=32,model.depth=8,optimizer.lr=0.05,seed={},trainer.max_steps=6"
-    errors = [100 * json.loads((sweep / job.format(s) / "results.json").read_text())["metrics"]["test/err"] for s in (0, 1)]
+    errors = [
+        100 * json.loads((sweep / job.format(s) / "results.json").read_text())["metrics"]["test/err"] for s in (0, 1)
+    ]
     row = table_row(out, "model.depth=8 optimizer.lr=0.05")
     mean, std = sum(errors) / 2, abs(errors[0] - errors[1]) / 2**0.5
     assert row["test err %"] == f"{mean:.2f} ± {std:.2f}" and row["n"] == "2/2"
@@ -105,9 +110,22 @@ def test_partly_failed_sweep_with_two_seeds_per_point(train, report, tmp_path):
 def test_report_of_a_sweep_that_is_still_running(report, tmp_path):
     # The second job trains for many steps; the report runs while it does.
     fast = [a for a in FAST if not a.startswith("trainer.max_steps")]
-    command = [sys.executable, "-m", "reslab.train", "-m", "trainer.max_steps=4,20000,5", "seed=0", "experiment_name=live", *fast]
+    command = [
+        sys.executable,
+        "-m",
+        "reslab.train",
+        "-m",
+        "trainer.max_steps=4,20000,5",
+        "seed=0",
+        "experiment_name=live",
+        *fast,
+    ]
     sweep_process = subprocess.Popen(
-        command, cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        command,
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, so that killing it ends its workers too
     )
     try:
@@ -224,7 +242,9 @@ def test_compare_calls_a_badly_tuned_recipe_different_and_the_same_recipe_with_o
     assert written.read_text() in out
     (row,) = table_rows("## x\n\n" + out.split("\n\n", 2)[2], "x", "network").values()
     test_errors = {
-        folder: [100 * json.loads(p.read_text())["metrics"]["test/err"] for p in (tmp_path / folder).rglob("results.json")]
+        folder: [
+            100 * json.loads(p.read_text())["metrics"]["test/err"] for p in (tmp_path / folder).rglob("results.json")
+        ]
         for folder in ("tuned", "badly_tuned", "other_seeds")
     }
     tuned, bad = test_errors["tuned"], test_errors["badly_tuned"]
@@ -267,7 +287,10 @@ def finished_job(family: str, depth: int, final_train_err: float, seed: int = 0)
         path=Path(f"model={family},model.depth={depth},seed={seed}"),
         overrides=[f"model={family}", f"model.depth={depth}", f"seed={seed}"],
         choices={"model": family},
-        config={"model": {"_target_": "reslab.models.build_network", "depth": depth, "shortcut": shortcut}, "seed": seed},
+        config={
+            "model": {"_target_": "reslab.models.build_network", "depth": depth, "shortcut": shortcut},
+            "seed": seed,
+        },
         results={"status": "completed", "metrics": {}},
         history=history,
     )
@@ -350,7 +373,11 @@ def scored_job(family: str, depth: int, seed: int, metrics: dict, ten_crop: bool
         overrides=[f"model={family}", f"model.depth={depth}", f"seed={seed}"]
         + ([f"model.shortcut={shortcut}"] if family != "plain" else []),
         choices={"model": family},
-        config={"model": {"depth": depth, "shortcut": "none" if family == "plain" else shortcut}, "seed": seed, "data": data},
+        config={
+            "model": {"depth": depth, "shortcut": "none" if family == "plain" else shortcut},
+            "seed": seed,
+            "data": data,
+        },
         results={"status": "completed", "metrics": metrics},
     )
 
@@ -359,12 +386,16 @@ def test_paper_layouts_hold_our_seeds_against_the_papers_number():
     # Table 6: ResNet-20's seeds around the paper's 8.75; ResNet-110's far above the paper's
     # 6.61 ± 0.16 over 5 runs; ResNet-56 with one seed only.
     errors = {20: (0.080, 0.085, 0.090), 110: (0.079, 0.081, 0.080), 56: (0.07,)}
-    jobs = [scored_job("resnet", d, seed, {"test/err": e}) for d, values in errors.items() for seed, e in enumerate(values)]
+    jobs = [
+        scored_job("resnet", d, seed, {"test/err": e}) for d, values in errors.items() for seed, e in enumerate(values)
+    ]
     sections = LAYOUTS["cifar_table6"].tables(group_by_grid_point(jobs))
     (against,) = [s for s in sections if s.title.startswith("Against the paper")]
     rows = {row["net"]: row for row in against.rows}
     low, high = scipy_stats.t.interval(0.95, 2, loc=8.5, scale=0.5 * (1 + 1 / 3) ** 0.5)
-    assert rows["ResNet-20"]["95% PI, one run"] == f"[{low:.2f}, {high:.2f}]" and rows["ResNet-20"]["paper in PI"] == "yes"
+    assert (
+        rows["ResNet-20"]["95% PI, one run"] == f"[{low:.2f}, {high:.2f}]" and rows["ResNet-20"]["paper in PI"] == "yes"
+    )
     assert rows["ResNet-110"]["paper"] == "6.61 ± 0.16 (n=5)" and rows["ResNet-110"]["paper in PI"] == "**no**"
     p = scipy_stats.ttest_ind_from_stats(8.0, 0.1, 3, 6.61, 0.16, 5, equal_var=False).pvalue
     assert rows["ResNet-110"]["Welch p (paper mean ± std)"] == p_text(p)
@@ -374,7 +405,9 @@ def test_paper_layouts_hold_our_seeds_against_the_papers_number():
     # Table 2 is 10-crop: a job that tested on the centre crop only is not held against it.
     jobs = [scored_job("resnet", 34, seed, {"test/err": e}, ten_crop=True) for seed, e in enumerate((0.25, 0.26))]
     jobs += [scored_job("plain", 34, seed, {"test/err": e}) for seed, e in enumerate((0.28, 0.29))]
-    jobs += [scored_job("plain", 18, seed, {"test/err": 0.3, "test/err_10crop": e}) for seed, e in enumerate((0.27, 0.28))]
+    jobs += [
+        scored_job("plain", 18, seed, {"test/err": 0.3, "test/err_10crop": e}) for seed, e in enumerate((0.27, 0.28))
+    ]
     sections = LAYOUTS["imagenet_table2"].tables(group_by_grid_point(jobs))
     rows = {row["net"]: row for row in sections[-1].rows}
     assert rows["ResNet-34"]["ours"] == "25.50 ± 0.71 (n=2)" and rows["plain-18"]["ours"] == "27.50 ± 0.71 (n=2)"
@@ -391,10 +424,16 @@ def test_shortcut_options_are_compared_where_they_were_swept():
     jobs += [scored_job("plain", 34, seed, {"test/err": 0.285 + 0.001 * seed}, ten_crop=True) for seed in range(3)]
     rows = sweep_comparisons(group_by_grid_point(jobs), [METRICS["test_10crop"]])
     names = [f"{row.first} vs {row.second}" for row in rows]
-    assert sorted(names) == sorted([
-        "plain-34 vs ResNet-34 A", "plain-34 vs ResNet-34 B", "plain-34 vs ResNet-34 C",
-        "ResNet-34 A vs ResNet-34 B", "ResNet-34 A vs ResNet-34 C", "ResNet-34 B vs ResNet-34 C",
-    ])
+    assert sorted(names) == sorted(
+        [
+            "plain-34 vs ResNet-34 A",
+            "plain-34 vs ResNet-34 B",
+            "plain-34 vs ResNet-34 C",
+            "ResNet-34 A vs ResNet-34 B",
+            "ResNet-34 A vs ResNet-34 C",
+            "ResNet-34 B vs ResNet-34 C",
+        ]
+    )
     a_vs_c = rows[names.index("ResNet-34 A vs ResNet-34 C")].comparison
     assert a_vs_c.difference == pytest.approx(-1.0) and a_vs_c.different and a_vs_c.improvement == 1.0
     assert all(row.comparison.p_holm >= row.comparison.p for row in rows)

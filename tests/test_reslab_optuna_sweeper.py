@@ -61,11 +61,20 @@ def run_app(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     app.write_text(APP)
     return subprocess.run(
         [
-            sys.executable, str(app), "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/sweeper=reslab_optuna",
-            "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0", "hydra.sweeper.n_jobs=2",
-            "+x=interval(-1, 1)", *overrides,
+            sys.executable,
+            str(app),
+            "-m",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra/sweeper=reslab_optuna",
+            "hydra/sweeper/sampler=random",
+            "hydra.sweeper.sampler.seed=0",
+            "hydra.sweeper.n_jobs=2",
+            "+x=interval(-1, 1)",
+            *overrides,
         ],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

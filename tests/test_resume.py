@@ -30,7 +30,7 @@ KILL_AT_STEP = 60
 
 # A callback that ends its own process with SIGKILL (kill -9) at a given step: no cleanup,
 # no flush, exactly as the kernel or a scheduler kills a job.
-KILLER = '''
+KILLER = """
 import os, signal
 import lightning.pytorch as pl
 
@@ -41,7 +41,7 @@ class KillAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, *args):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
-'''
+"""
 
 
 def train(cwd: Path, *overrides: str, check: bool = True):
@@ -64,7 +64,11 @@ def uninterrupted(tmp_path_factory) -> Path:
 def test_killed_run_resumes_to_the_same_end(uninterrupted, tmp_path):
     (tmp_path / "killer.py").write_text(KILLER)  # importable: python -m puts the cwd first on sys.path
     killed = train(
-        tmp_path, "hydra.run.dir=job", "+callbacks.kill._target_=killer.KillAtStep", f"+callbacks.kill.step={KILL_AT_STEP}", check=False
+        tmp_path,
+        "hydra.run.dir=job",
+        "+callbacks.kill._target_=killer.KillAtStep",
+        f"+callbacks.kill.step={KILL_AT_STEP}",
+        check=False,
     )
     job = tmp_path / "job"
     # Killed with no chance to record it: the record written at the start still says running.
@@ -87,7 +91,9 @@ def test_ckpt_path_resumes_from_that_checkpoint(uninterrupted, tmp_path):
 
     record = results(tmp_path / "job")
     assert record["status"] == "completed" and record["resumed_from_step"] == 100 and record["steps"] == 110
-    assert [row["step"] for row in read_metrics_csv(tmp_path / "job" / "metrics.csv") if "train/err" in row] == list(range(100, 110))
+    assert [row["step"] for row in read_metrics_csv(tmp_path / "job" / "metrics.csv") if "train/err" in row] == list(
+        range(100, 110)
+    )
 
 
 def _truncated(checkpoint: Path, tmp_path: Path) -> Path:

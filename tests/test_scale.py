@@ -44,7 +44,13 @@ def test_ddp_single_run_trains_once_on_two_ranks(train, tmp_path):
     assert len(logged_steps(job, "val/err")) == 2 and len(logged_steps(job, "test/err")) == 1
 
     # The test split is scored as a whole: one process scoring the same weights agrees exactly.
-    train("model.depth=8", "logger=csv", "trainer.max_steps=8", f"ckpt_path={job}/checkpoints/last.ckpt", "hydra.run.dir=one")
+    train(
+        "model.depth=8",
+        "logger=csv",
+        "trainer.max_steps=8",
+        f"ckpt_path={job}/checkpoints/last.ckpt",
+        "hydra.run.dir=one",
+    )
     single = results(tmp_path / "one")
     assert single["world_size"] == 1 and single["resumed_from_step"] == 8
     for name in ("test/err", "test/err_top5", "test/loss"):
@@ -52,7 +58,7 @@ def test_ddp_single_run_trains_once_on_two_ranks(train, tmp_path):
 
 
 # Raises in the middle of the training of the job whose learning rate is `lr`, on every rank.
-FAILING = '''
+FAILING = """
 import lightning.pytorch as pl
 
 class FailAtStep(pl.Callback):
@@ -62,7 +68,7 @@ class FailAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, *args):
         if trainer.global_step == self.step and trainer.optimizers[0].param_groups[0]["lr"] == self.lr:
             raise RuntimeError("planted failure")
-'''
+"""
 
 
 @pytest.mark.slow
@@ -71,9 +77,15 @@ def test_ddp_sweep_runs_each_job_once_and_survives_bad_jobs(train, report, tmp_p
     # lr=0.02 raises at step 3; with lr=1e6 the loss is infinite within a few steps.
     proc = train(
         # Divergence is read when the step values are flushed, every log_every_n_steps.
-        "-m", *DDP, "trainer.max_steps=12", "trainer.log_every_n_steps=4", "optimizer.lr=0.05,0.02,1e6",
+        "-m",
+        *DDP,
+        "trainer.max_steps=12",
+        "trainer.log_every_n_steps=4",
+        "optimizer.lr=0.05,0.02,1e6",
         "experiment_name=bad_jobs",
-        "+callbacks.fail._target_=failing.FailAtStep", "+callbacks.fail.lr=0.02", "+callbacks.fail.step=3",
+        "+callbacks.fail._target_=failing.FailAtStep",
+        "+callbacks.fail.lr=0.02",
+        "+callbacks.fail.step=3",
         check=False,
     )
     assert proc.returncode == 1, proc.stderr[-3000:]  # not every job completed

@@ -20,7 +20,9 @@ VALIDATE = ["trainer.val_check_interval=3", "trainer.check_val_every_n_epoch=1",
 def compose_search(*overrides: str):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="train", overrides=["experiment=digits_search", *overrides], return_hydra_config=True)
+        return compose(
+            config_name="train", overrides=["experiment=digits_search", *overrides], return_hydra_config=True
+        )
 
 
 def test_digits_search_is_an_optuna_search_of_lr_and_weight_decay():
@@ -53,7 +55,11 @@ def test_three_trial_search_then_its_report(train, report, tmp_path):
         overrides = dict(o.split("=", 1) for o in yaml.safe_load((hydra_dir / "overrides.yaml").read_text()))
         results = json.loads((hydra_dir.parent / "results.json").read_text())
         assert results["status"] == "completed"
-        trials[num] = (float(overrides["optimizer.lr"]), float(overrides["optimizer.weight_decay"]), results["best"]["val/err"])
+        trials[num] = (
+            float(overrides["optimizer.lr"]),
+            float(overrides["optimizer.weight_decay"]),
+            results["best"]["val/err"],
+        )
     assert sorted(trials) == [0, 1, 2]
     for lr, weight_decay, _ in trials.values():
         assert 0.005 <= lr <= 0.5 and 1e-5 <= weight_decay <= 1e-2
@@ -108,8 +114,13 @@ def test_a_search_in_which_no_trial_completes_ends_with_its_summary_and_one_line
     # Every trial fails mid-training: its checkpoint folder is a file.
     (tmp_path / "not_a_folder").write_text("a file where the trials want their checkpoint folder\n")
     proc = train(
-        "-m", "experiment=digits_search", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1", *VALIDATE,
-        f"callbacks.checkpoint.dirpath={tmp_path / 'not_a_folder'}", "callbacks.checkpoint.every_n_train_steps=3",
+        "-m",
+        "experiment=digits_search",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_failure_rate=1",
+        *VALIDATE,
+        f"callbacks.checkpoint.dirpath={tmp_path / 'not_a_folder'}",
+        "callbacks.checkpoint.every_n_train_steps=3",
         check=False,
     )
     assert proc.returncode == 1, output(proc)[-3000:]
@@ -138,8 +149,13 @@ class LoseTrial0(pl.Callback):
 def test_a_lost_trial_is_told_failed_and_the_search_goes_on(train, tmp_path):
     (tmp_path / "lose_trial.py").write_text(LOSE_TRIAL_0)  # importable: the job processes run in tmp_path
     proc = train(
-        "-m", "experiment=digits_search", "hydra.sweeper.n_trials=3", "hydra.sweeper.max_failure_rate=0.4", *VALIDATE,
-        "+callbacks.lose._target_=lose_trial.LoseTrial0", check=False,
+        "-m",
+        "experiment=digits_search",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.max_failure_rate=0.4",
+        *VALIDATE,
+        "+callbacks.lose._target_=lose_trial.LoseTrial0",
+        check=False,
     )
     (sweep,) = [p for p in (tmp_path / "multirun").glob("*/*") if p.is_dir()]
     statuses = sorted(r["status"] for r in trial_records(tmp_path))

@@ -105,7 +105,9 @@ def test_one_job_runs_one_task_on_each_node_and_the_node_names_resolve():
     nodes = cluster_nodes()
     assert nodes >= 2, "setup.sh starts two nodes by default"
 
-    out = _run("srun", f"-N{nodes}", "--ntasks-per-node=1", "-t", "1", "bash", "-c", 'echo "$SLURMD_NODENAME $SLURM_PROCID"')
+    out = _run(
+        "srun", f"-N{nodes}", "--ntasks-per-node=1", "-t", "1", "bash", "-c", 'echo "$SLURMD_NODENAME $SLURM_PROCID"'
+    )
     tasks = sorted(line.split() for line in out.splitlines())
     assert tasks == [[f"n{i + 1}", str(i)] for i in range(nodes)]
     names = [name for name, _ in tasks]

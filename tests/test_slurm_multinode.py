@@ -246,14 +246,22 @@ def test_the_launcher_asks_slurm_for_what_the_trainer_uses(overrides, gpus):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["hydra.launcher.nodes=2", "trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu"],
-         "hydra.launcher.nodes=2 but trainer.num_nodes=1"),
-        (["hydra.launcher.tasks_per_node=1", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
-         "hydra.launcher.tasks_per_node=1 but trainer.devices=2"),
-        (["hydra.launcher.gpus_per_node=2", "trainer.accelerator=cpu"],
-         "hydra.launcher.gpus_per_node=2 asks SLURM for GPUs that trainer.accelerator=cpu leaves idle"),
-        (["hydra.launcher.gpus_per_node=null", "trainer=gpu"],
-         "hydra.launcher.gpus_per_node=null but trainer.devices=1 on trainer.accelerator=gpu"),
+        (
+            ["hydra.launcher.nodes=2", "trainer=ddp", "trainer.devices=1", "trainer.accelerator=cpu"],
+            "hydra.launcher.nodes=2 but trainer.num_nodes=1",
+        ),
+        (
+            ["hydra.launcher.tasks_per_node=1", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+            "hydra.launcher.tasks_per_node=1 but trainer.devices=2",
+        ),
+        (
+            ["hydra.launcher.gpus_per_node=2", "trainer.accelerator=cpu"],
+            "hydra.launcher.gpus_per_node=2 asks SLURM for GPUs that trainer.accelerator=cpu leaves idle",
+        ),
+        (
+            ["hydra.launcher.gpus_per_node=null", "trainer=gpu"],
+            "hydra.launcher.gpus_per_node=null but trainer.devices=1 on trainer.accelerator=gpu",
+        ),
         (["hydra.launcher.tasks_per_node=1", "trainer.devices=auto"], "trainer.devices='auto'"),
     ],
     ids=["nodes", "tasks", "gpus_on_cpu", "no_gpus_for_gpu", "devices_auto"],

@@ -47,8 +47,14 @@ def test_compiled_and_eager_runs_resume_each_other(train, tmp_path, first, then)
 def fit(module: ClassificationModule, steps: int = 2) -> pl.Trainer:
     torch.manual_seed(0)
     data = TensorDataset(torch.randn(32, 3, 8, 8), torch.randint(0, 10, (32,)))
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, train_dataloaders=DataLoader(data, batch_size=8))
     return trainer
 
@@ -56,7 +62,9 @@ def fit(module: ClassificationModule, steps: int = 2) -> pl.Trainer:
 def small_module(**speed) -> ClassificationModule:
     # Three channels: with one, the NCHW and NHWC layouts of a batch are the same.
     net = build_network(depth=8, num_classes=10, in_channels=3, input_size=8)
-    return ClassificationModule(net, optimizer=partial(torch.optim.SGD, lr=0.05), scheduler=None, num_classes=10, **speed)
+    return ClassificationModule(
+        net, optimizer=partial(torch.optim.SGD, lr=0.05), scheduler=None, num_classes=10, **speed
+    )
 
 
 def test_compile_wraps_the_network_in_place():
@@ -120,13 +128,17 @@ def test_gpu_trainer_turns_on_cudnn_benchmark_and_bf16(train):
 
 
 def test_every_job_records_its_throughput(train, tmp_path):
-    train("trainer.max_steps=16", "logger=csv", "hydra.run.dir=job", "model.depth=8", "callbacks.throughput.skip_steps=4")
+    train(
+        "trainer.max_steps=16", "logger=csv", "hydra.run.dir=job", "model.depth=8", "callbacks.throughput.skip_steps=4"
+    )
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     speed = results["throughput"]
     assert speed["steps_skipped"] == 4 and speed["steps_timed"] == 12
     assert speed["images_per_s"] > 0 and speed["seconds_timed"] > 0
     assert speed["macs_per_image"] == results["flops"]
-    assert speed["flops_per_s"] == pytest.approx(TRAINING_FLOPS_PER_MAC * results["flops"] * speed["images_per_s"], rel=1e-3)
+    assert speed["flops_per_s"] == pytest.approx(
+        TRAINING_FLOPS_PER_MAC * results["flops"] * speed["images_per_s"], rel=1e-3
+    )
     assert speed["device"] == "cpu" and speed["peak_flops_per_s"] is None and speed["peak_fraction"] is None
 
 

@@ -64,8 +64,14 @@ def test_a_loss_that_explodes_is_recorded_as_diverged(train, tmp_path):
 
 
 def test_a_nan_loss_stops_training_within_one_flush_interval(train, tmp_path):
-    train("optimizer.lr=1e30", "trainer.max_steps=60", "trainer.log_every_n_steps=20", "logger=csv",
-          "hydra.run.dir=job", check=False)
+    train(
+        "optimizer.lr=1e30",
+        "trainer.max_steps=60",
+        "trainer.log_every_n_steps=20",
+        "logger=csv",
+        "hydra.run.dir=job",
+        check=False,
+    )
     results = json.loads((tmp_path / "job" / "results.json").read_text())
     assert results["status"] == "diverged" and "nan" in results["error"]
     assert results["steps"] <= 20
@@ -75,9 +81,19 @@ def test_a_nan_loss_stops_training_within_one_flush_interval(train, tmp_path):
 def test_no_tensor_is_read_on_the_host_between_flushes(tmp_path):
     out = tmp_path / "syncs.json"
     subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "host_syncs.py"), "--json", str(out),
-         "trainer.max_steps=30", "trainer.log_every_n_steps=10"],
-        cwd=tmp_path, env=cli_env(), check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "host_syncs.py"),
+            "--json",
+            str(out),
+            "trainer.max_steps=30",
+            "trainer.log_every_n_steps=10",
+        ],
+        cwd=tmp_path,
+        env=cli_env(),
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     counts = json.loads(out.read_text())
     assert counts["status"] == "completed" and counts["steps"] == 30
@@ -132,8 +148,13 @@ def fit_digits_shaped(max_steps: int, log_every: int, callbacks=(), lr: float = 
     )
     logger = RecordingLogger()
     trainer = pl.Trainer(
-        max_steps=max_steps, log_every_n_steps=log_every, accelerator="cpu", logger=logger,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_steps=max_steps,
+        log_every_n_steps=log_every,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=list(callbacks),
     )
     logger.trainer = trainer
@@ -187,8 +208,15 @@ def test_the_step_error_is_the_share_of_wrong_top1_predictions():
     labels = torch.tensor([1 if i < n else 0 for n in wrong for i in range(8)])
     module = ClassificationModule(Logits(), optimizer=partial(torch.optim.SGD, lr=0.1), scheduler=None, num_classes=10)
     logger = RecordingLogger()
-    trainer = pl.Trainer(max_steps=4, log_every_n_steps=2, accelerator="cpu", logger=logger, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        max_steps=4,
+        log_every_n_steps=2,
+        accelerator="cpu",
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     logger.trainer = trainer
     trainer.fit(module, train_dataloaders=DataLoader(TensorDataset(logits, labels), batch_size=8))
     assert [row["train/err"] for _, _, row in train_rows(logger)] == pytest.approx([n / 8 for n in wrong])

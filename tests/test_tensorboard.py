@@ -37,8 +37,12 @@ def csv_curve(rows: list[dict[str, float]], name: str) -> list[tuple[int, float]
 
 def test_tensorboard_run_holds_every_step_every_validation_and_the_config(train, tmp_path):
     train(
-        "logger=[default,tensorboard]", "trainer.max_steps=12", "trainer.val_check_interval=4",
-        "optimizer.lr=0.03", "model.depth=8", "hydra.run.dir=job",
+        "logger=[default,tensorboard]",
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=4",
+        "optimizer.lr=0.03",
+        "model.depth=8",
+        "hydra.run.dir=job",
     )
     job = tmp_path / "job"
     assert (job / "metrics.csv").is_file() and list((job / "wandb").glob("offline-run-*"))
@@ -54,7 +58,9 @@ def test_tensorboard_run_holds_every_step_every_validation_and_the_config(train,
     assert len(events.Scalars("val/err")) == 3  # every validation
 
     content = events.PluginTagToContent("hparams")
-    hparams = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info.hparams
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]
+    ).session_start_info.hparams
     config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
     assert hparams["optimizer/lr"].number_value == config["optimizer"]["lr"] == 0.03
     assert hparams["model/depth"].number_value == 8

@@ -60,9 +60,7 @@ def test_local_weights_transfer_to_grey_28px_ten_classes(resnet18_file):
 def test_grey_adaptation_preserves_the_pretrained_response(resnet18_file):
     path, _ = resnet18_file
     rgb = build_torchvision_model("resnet18", weights=str(path), num_classes=1000).eval()
-    grey = build_torchvision_model(
-        "resnet18", weights=str(path), num_classes=1000, in_channels=2, input_size=32
-    ).eval()
+    grey = build_torchvision_model("resnet18", weights=str(path), num_classes=1000, in_channels=2, input_size=32).eval()
     image = torch.rand(1, 1, 32, 32)
     with torch.no_grad():
         assert torch.allclose(grey(image.expand(1, 2, 32, 32)), rgb(image.expand(1, 3, 32, 32)), atol=1e-4)
@@ -125,9 +123,7 @@ def test_too_small_input_is_refused():
 def test_torchvision_yaml_matches_builder():
     model_cfg = OmegaConf.load(CONF / "model" / "torchvision.yaml")
     assert set(model_cfg) - {"_target_"} == set(inspect.signature(build_torchvision_model).parameters)
-    cfg = OmegaConf.create(
-        {"data": {"num_classes": 10, "in_channels": 1, "image_size": 28}, "model": model_cfg}
-    )
+    cfg = OmegaConf.create({"data": {"num_classes": 10, "in_channels": 1, "image_size": 28}, "model": model_cfg})
     net = instantiate(cfg.model)
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
@@ -161,9 +157,7 @@ class Snapshots(L.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.states.append(self._backbone(pl_module))
-        self.trainable.append(
-            [p.requires_grad for n, p in pl_module.net.named_parameters() if not n.startswith("fc")]
-        )
+        self.trainable.append([p.requires_grad for n, p in pl_module.net.named_parameters() if not n.startswith("fc")])
 
     @staticmethod
     def _backbone(pl_module):

@@ -54,7 +54,10 @@ def test_multirun_then_report(train, report, tmp_path):
         assert (sweep / name).is_file(), name
     table_rows = [line for line in out.splitlines() if line.startswith("| plain") or line.startswith("| resnet")]
     assert [row.split("|")[1:3] for row in table_rows] == [
-        [" plain ", " 8 "], [" plain ", " 14 "], [" resnet ", " 8 "], [" resnet ", " 14 "],
+        [" plain ", " 8 "],
+        [" plain ", " 14 "],
+        [" resnet ", " 8 "],
+        [" resnet ", " 14 "],
     ]
     with (sweep / "results.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -76,7 +79,9 @@ def test_multirun_then_report(train, report, tmp_path):
     ],
 )
 def test_bad_input_fails_before_training(train, tmp_path, override, expected):
-    proc = train(override, "hydra.run.dir=bad", "data.download=false" if override.startswith("data=") else "seed=0", check=False)
+    proc = train(
+        override, "hydra.run.dir=bad", "data.download=false" if override.startswith("data=") else "seed=0", check=False
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     output = proc.stdout + proc.stderr
     assert expected in output

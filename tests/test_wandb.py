@@ -93,8 +93,12 @@ def sweep(tmp_path_factory):
     proc = run_cli(
         "reslab.train",
         [
-            "-m", *FAST, "model.depth=8,14,20", "experiment_name=grid",
-            "callbacks.checkpoint.dirpath=ckpt_${model.depth}", "callbacks.checkpoint.every_n_train_steps=3",
+            "-m",
+            *FAST,
+            "model.depth=8,14,20",
+            "experiment_name=grid",
+            "callbacks.checkpoint.dirpath=ckpt_${model.depth}",
+            "callbacks.checkpoint.every_n_train_steps=3",
         ],
         root,
         check=False,
@@ -225,9 +229,16 @@ def test_report_run_holds_the_table_and_figure_in_the_sweep_group(sweep, tmp_pat
     "model, overrides, name",
     [
         ({"depth": 56, "shortcut": "none"}, ["model=plain", "model.depth=56"], "plain-56"),
-        ({"depth": 20, "shortcut": "B"}, ["model.shortcut=B", "seed=1", "trainer.max_steps=9"], "resnet-20-shortcut=B-seed=1"),
-        ({"depth": 110, "shortcut": "A", "preact": True}, ["model=preact", "data=cifar10", "optimizer.lr=0.05"],
-         "preact-110-cifar10-lr=0.05"),
+        (
+            {"depth": 20, "shortcut": "B"},
+            ["model.shortcut=B", "seed=1", "trainer.max_steps=9"],
+            "resnet-20-shortcut=B-seed=1",
+        ),
+        (
+            {"depth": 110, "shortcut": "A", "preact": True},
+            ["model=preact", "data=cifar10", "optimizer.lr=0.05"],
+            "preact-110-cifar10-lr=0.05",
+        ),
         ({"name": "resnet18"}, ["model=torchvision", "hydra.run.dir=x", "~callbacks.timer"], "resnet18"),
     ],
 )

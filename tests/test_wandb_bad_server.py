@@ -15,9 +15,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from test_wandb import FAKE_KEY, history, no_login_env
 
 from conftest import REPO, cli_env
-from test_wandb import FAKE_KEY, history, no_login_env
 
 # A limit, not a speed target: the wait before offline is promised to be under 10 s.
 LIMIT_S = 20
@@ -123,8 +123,12 @@ def test_a_badly_answering_server_costs_seconds_and_the_run_is_kept_offline(bad_
     script = tmp_path / "job_loggers.py"
     script.write_text(JOB_LOGGERS)
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(job_dir)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        [sys.executable, str(script), str(job_dir)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         output = proc.communicate(timeout=240)[0]

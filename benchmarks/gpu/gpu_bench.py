@@ -48,7 +48,11 @@ CIFAR_VARIANTS = [
     ("bf16+channels_last", True, True, None),
     ("bf16+channels_last+compile", True, True, "inductor"),
 ]
-CPU_VARIANTS = [("fp32", False, False, None), ("channels_last", False, True, None), ("channels_last+compile", False, True, "eager")]
+CPU_VARIANTS = [
+    ("fp32", False, False, None),
+    ("channels_last", False, True, None),
+    ("channels_last+compile", False, True, "eager"),
+]
 # Rough seconds inductor needs for a CIFAR ResNet's training step (forward and backward).
 COMPILE_SECONDS = {20: 60, 56: 90, 110: 150}
 TABLE6_STEPS_PER_JOB = 64000  # the paper's 64k iterations at batch 128
@@ -64,16 +68,25 @@ class Budget:
 
 def device_facts(device: str) -> dict:
     if device == "cuda":
-        return {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version()}
+        return {
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+        }
     return {"device": f"cpu ({os.cpu_count()} cores)", "torch": torch.__version__}
 
 
 def rate_facts(images_per_s: float, macs: int, device: str, dtype: str) -> dict:
     flops = TRAINING_FLOPS_PER_MAC * macs * images_per_s
     peak = peak_flops(torch.cuda.get_device_name(), dtype) if device == "cuda" else None
-    return {"images_per_s": round(images_per_s, 1), "flops_per_s": round(flops), "compute_dtype": dtype,
-            "peak_flops_per_s": peak, "peak_fraction": round(flops / peak, 4) if peak else None}
+    return {
+        "images_per_s": round(images_per_s, 1),
+        "flops_per_s": round(flops),
+        "compute_dtype": dtype,
+        "peak_flops_per_s": peak,
+        "peak_fraction": round(flops / peak, 4) if peak else None,
+    }
 
 
 # ----------------------------------------------------------------------------- cifar
@@ -91,9 +104,15 @@ def cifar(args) -> dict:
     # (inductor needs about a minute for ResNet-20 and more for the deeper nets).
     plan = [(d, v) for v in variants if not v[3] for d in depths] + [(d, v) for v in variants if v[3] for d in depths]
     for depth, (name, bf16, channels_last, backend) in plan:
-        overrides = ["data=synthetic", "model=resnet", f"model.depth={depth}", f"data.batch_size={batch}",
-                     f"trainer.max_steps={steps}", "data.num_train=5000" if not args.tiny else "data.num_train=64",
-                     "scheduler.milestones=[32000,48000]"]
+        overrides = [
+            "data=synthetic",
+            "model=resnet",
+            f"model.depth={depth}",
+            f"data.batch_size={batch}",
+            f"trainer.max_steps={steps}",
+            "data.num_train=5000" if not args.tiny else "data.num_train=64",
+            "scheduler.milestones=[32000,48000]",
+        ]
         macs = count_flops(instantiate_on_meta(composed(overrides)), (3, 32, 32))
         row = {"depth": depth, "variant": name, "batch_size": batch, "macs_per_image": macs}
         need = COMPILE_SECONDS.get(depth, 150) if backend == "inductor" else 15
@@ -104,13 +123,27 @@ def cifar(args) -> dict:
         timing = plain_loop(overrides, args.device, skip=skip, bf16=bf16, channels_last=channels_last, compile=backend)
         rate = timing["steady_steps"] * batch / timing["steady_seconds"]
         dtype = "bf16" if bf16 else compute_dtype("32-true", torch.device(args.device))
-        rows.append({**row, "ms_per_step": round(1000 * timing["steady_seconds"] / timing["steady_steps"], 3),
-                     "first_steps_s": round(timing["first_steps_seconds"], 2), "steps_timed": timing["steady_steps"],
-                     **rate_facts(rate, macs, args.device, dtype)})
-        print(f"ResNet-{depth:<4} {name:<28} {rows[-1]['images_per_s']:>10.0f} images/s "
-              f"(first {skip} steps {rows[-1]['first_steps_s']:.1f} s)", flush=True)
-    return {"benchmark": "cifar", **device_facts(args.device), "steps": steps, "rows": rows,
-            "table6_projection": table6_projection(rows)}
+        rows.append(
+            {
+                **row,
+                "ms_per_step": round(1000 * timing["steady_seconds"] / timing["steady_steps"], 3),
+                "first_steps_s": round(timing["first_steps_seconds"], 2),
+                "steps_timed": timing["steady_steps"],
+                **rate_facts(rate, macs, args.device, dtype),
+            }
+        )
+        print(
+            f"ResNet-{depth:<4} {name:<28} {rows[-1]['images_per_s']:>10.0f} images/s "
+            f"(first {skip} steps {rows[-1]['first_steps_s']:.1f} s)",
+            flush=True,
+        )
+    return {
+        "benchmark": "cifar",
+        **device_facts(args.device),
+        "steps": steps,
+        "rows": rows,
+        "table6_projection": table6_projection(rows),
+    }
 
 
 def instantiate_on_meta(cfg):
@@ -164,7 +197,9 @@ def reslab_train(args_list: list[str], cwd: Path, timeout: float) -> subprocess.
     try:
         return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=max(timeout, 1))
     except subprocess.TimeoutExpired as expired:
-        return subprocess.CompletedProcess(command, None, expired.stdout or "", f"cut off after {timeout:.0f} s (time budget)")
+        return subprocess.CompletedProcess(
+            command, None, expired.stdout or "", f"cut off after {timeout:.0f} s (time budget)"
+        )
 
 
 def on_device(args) -> list[str]:
@@ -175,10 +210,22 @@ def resnet50(args) -> dict:
     budget = Budget(args.budget_s)
     size, batch, steps = (64, 4, 4) if args.tiny else (224, 256, args.steps)
     overrides = [
-        "data=synthetic", f"data.image_size={size}", f"data.num_train={batch * 10}", f"data.num_test={batch}",
-        "data.num_val=0", "model=resnet", "model.depth=50", "model.style=imagenet", f"data.batch_size={batch}",
-        f"trainer.max_steps={steps}", "scheduler.milestones=[32000,48000]", "test=false", "++trainer.limit_val_batches=0",
-        "trainer.enable_progress_bar=false", "logger=csv", "speed.channels_last=true",
+        "data=synthetic",
+        f"data.image_size={size}",
+        f"data.num_train={batch * 10}",
+        f"data.num_test={batch}",
+        "data.num_val=0",
+        "model=resnet",
+        "model.depth=50",
+        "model.style=imagenet",
+        f"data.batch_size={batch}",
+        f"trainer.max_steps={steps}",
+        "scheduler.milestones=[32000,48000]",
+        "test=false",
+        "++trainer.limit_val_batches=0",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "speed.channels_last=true",
         f"callbacks.throughput.skip_steps={1 if args.tiny else 10}",
         # batch 4 (tiny) would blow up at the ImageNet recipe's lr 0.1
         *(["optimizer.lr=0.001"] if args.tiny else []),
@@ -187,11 +234,20 @@ def resnet50(args) -> dict:
         proc = reslab_train([*overrides, *on_device(args), f"hydra.run.dir={tmp}/job"], Path(tmp), budget.left())
         results = read_results(Path(tmp) / "job") or {}
     throughput = results.get("throughput") or {}
-    print(f"ResNet-50 {size}x{size} batch {batch}: {throughput.get('images_per_s')} images/s, "
-          f"{throughput.get('peak_fraction')} of peak ({results.get('status')})", flush=True)
-    return {"benchmark": "resnet50", **device_facts(args.device), "overrides": overrides, "status": results.get("status"),
-            "error": results.get("error") or (proc.stderr[-2000:] if proc.returncode != 0 else None),
-            "throughput": throughput, "goal_images_per_s": 3000}
+    print(
+        f"ResNet-50 {size}x{size} batch {batch}: {throughput.get('images_per_s')} images/s, "
+        f"{throughput.get('peak_fraction')} of peak ({results.get('status')})",
+        flush=True,
+    )
+    return {
+        "benchmark": "resnet50",
+        **device_facts(args.device),
+        "overrides": overrides,
+        "status": results.get("status"),
+        "error": results.get("error") or (proc.stderr[-2000:] if proc.returncode != 0 else None),
+        "throughput": throughput,
+        "goal_images_per_s": 3000,
+    }
 
 
 def jobs_per_gpu(args) -> dict:
@@ -209,10 +265,21 @@ def jobs_per_gpu(args) -> dict:
             if args.device != "cuda":
                 launcher += ["hydra.launcher.gpus=[]", f"hydra.launcher.max_parallel={k}"]
             command = [
-                "-m", *launcher, f"seed={grid}", "data=synthetic", "model=resnet", "model.depth=20",
-                f"data.batch_size={batch}", f"trainer.max_steps={steps}", "scheduler.milestones=[32000,48000]",
-                "test=false", "++trainer.limit_val_batches=0", "trainer.enable_progress_bar=false", "logger=csv",
-                f"hydra.sweep.dir={sweep}", *on_device(args),
+                "-m",
+                *launcher,
+                f"seed={grid}",
+                "data=synthetic",
+                "model=resnet",
+                "model.depth=20",
+                f"data.batch_size={batch}",
+                f"trainer.max_steps={steps}",
+                "scheduler.milestones=[32000,48000]",
+                "test=false",
+                "++trainer.limit_val_batches=0",
+                "trainer.enable_progress_bar=false",
+                "logger=csv",
+                f"hydra.sweep.dir={sweep}",
+                *on_device(args),
             ]
             start = time.perf_counter()
             proc = reslab_train(command, Path(tmp), budget.left())
@@ -220,14 +287,24 @@ def jobs_per_gpu(args) -> dict:
             records = [read_results(p.parent) or {} for p in sweep.glob("*/results.json")]
         completed = [r for r in records if r.get("status") == "completed"]
         images = sum(r.get("steps", 0) for r in completed) * batch
-        rows.append({
-            "jobs_per_gpu": k, "jobs": jobs, "completed": len(completed), "sweep_wall_s": round(wall, 2),
-            "images_per_s_whole_sweep": round(images / wall, 1),
-            "images_per_s_sum_of_jobs": round(sum((r.get("throughput") or {}).get("images_per_s", 0) for r in completed), 1),
-            "error": None if proc.returncode == 0 else proc.stderr[-1500:],
-        })
-        print(f"jobs_per_gpu={k}: {len(completed)}/{jobs} jobs in {wall:.1f} s, "
-              f"{rows[-1]['images_per_s_whole_sweep']:.0f} images/s over the sweep", flush=True)
+        rows.append(
+            {
+                "jobs_per_gpu": k,
+                "jobs": jobs,
+                "completed": len(completed),
+                "sweep_wall_s": round(wall, 2),
+                "images_per_s_whole_sweep": round(images / wall, 1),
+                "images_per_s_sum_of_jobs": round(
+                    sum((r.get("throughput") or {}).get("images_per_s", 0) for r in completed), 1
+                ),
+                "error": None if proc.returncode == 0 else proc.stderr[-1500:],
+            }
+        )
+        print(
+            f"jobs_per_gpu={k}: {len(completed)}/{jobs} jobs in {wall:.1f} s, "
+            f"{rows[-1]['images_per_s_whole_sweep']:.0f} images/s over the sweep",
+            flush=True,
+        )
     return {"benchmark": "jobs_per_gpu", **device_facts(args.device), "steps_per_job": steps, "rows": rows}
 
 

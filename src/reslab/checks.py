@@ -492,6 +492,7 @@ def _count(key: str, value: Any, what: str) -> int:
         )
     return value
 
+
 # --- A search's objective -------------------------------------------------------------------
 # What a search (a sampling sweeper such as `hydra/sweeper=reslab_optuna`) needs of its trials
 # before any runs: an objective. A trial's objective is its best `val/err`, so a trial that never

@@ -97,9 +97,16 @@ class SqueueWatcher(SlurmInfoWatcher):
     # States squeue shows for jobs that are not over, which submitit's list of unfinished
     # states (taken from sacct's) lacks.
     ALIVE = {
-        "CONFIGURING": "RUNNING", "RESIZING": "RUNNING", "SIGNALING": "RUNNING", "STAGE_OUT": "RUNNING",
-        "SUSPENDED": "RUNNING", "STOPPED": "RUNNING", "REQUEUE_HOLD": "REQUEUED", "REQUEUE_FED": "REQUEUED",
-        "SPECIAL_EXIT": "REQUEUED", "RESV_DEL_HOLD": "PENDING",
+        "CONFIGURING": "RUNNING",
+        "RESIZING": "RUNNING",
+        "SIGNALING": "RUNNING",
+        "STAGE_OUT": "RUNNING",
+        "SUSPENDED": "RUNNING",
+        "STOPPED": "RUNNING",
+        "REQUEUE_HOLD": "REQUEUED",
+        "REQUEUE_FED": "REQUEUED",
+        "SPECIAL_EXIT": "REQUEUED",
+        "RESV_DEL_HOLD": "PENDING",
     }
     # A job submitit waits on that squeue no longer lists has ended (MinJobAge ago).
     LEFT_QUEUE = "ENDED"
@@ -166,7 +173,9 @@ class SlurmSweep(Callback):
             where = f"partition {launcher.partition}" if launcher.get("partition") else "this cluster"
             log.error(
                 "configuration error: hydra.launcher.gpus_per_node=%s but no node of %s has GPUs; "
-                "train on CPUs with trainer.accelerator=cpu (it asks SLURM for no GPUs)", gpus, where,
+                "train on CPUs with trainer.accelerator=cpu (it asks SLURM for no GPUs)",
+                gpus,
+                where,
             )
             raise SystemExit(2)
         if not cluster_keeps_accounting():

@@ -151,5 +151,3 @@ def _sweep_dir(job_dir: Path) -> Path:
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().sweep.dir)
     return job_dir
-
-

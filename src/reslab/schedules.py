@@ -32,12 +32,12 @@ def multistep(
 ) -> dict:
     """lr multiplied by `gamma` at each milestone (absolute iterations or epochs)."""
     if list(milestones) != sorted(milestones) or any(m < 0 for m in milestones):
-        raise ConfigError(
-            f"scheduler.milestones must be increasing non-negative counts, got {list(milestones)}"
-        )
+        raise ConfigError(f"scheduler.milestones must be increasing non-negative counts, got {list(milestones)}")
     return _lightning_config(
         MultiStepLR(optimizer, milestones=list(milestones), gamma=gamma),
-        interval, warmup_iters, warmup_start_factor,
+        interval,
+        warmup_iters,
+        warmup_start_factor,
     )
 
 
@@ -57,7 +57,9 @@ def cosine(
         )
     return _lightning_config(
         CosineAnnealingLR(optimizer, T_max=total_iters, eta_min=eta_min),
-        interval, warmup_iters, warmup_start_factor,
+        interval,
+        warmup_iters,
+        warmup_start_factor,
     )
 
 
@@ -73,9 +75,7 @@ def constant(
     )
 
 
-def _lightning_config(
-    schedule: LRScheduler, interval: str, warmup_iters: int, warmup_start_factor: float
-) -> dict:
+def _lightning_config(schedule: LRScheduler, interval: str, warmup_iters: int, warmup_start_factor: float) -> dict:
     if interval not in INTERVALS:
         raise ConfigError(f"scheduler.interval must be one of {INTERVALS}, got {interval!r}")
     if warmup_iters < 0 or not 0.0 < warmup_start_factor <= 1.0:
@@ -86,8 +86,6 @@ def _lightning_config(
     if warmup_iters > 0:
         # Chained (not sequential) so milestones stay absolute: the warm-up factor and the
         # main schedule multiply at every step.
-        warmup = LinearLR(
-            schedule.optimizer, start_factor=warmup_start_factor, total_iters=warmup_iters
-        )
+        warmup = LinearLR(schedule.optimizer, start_factor=warmup_start_factor, total_iters=warmup_iters)
         schedule = ChainedScheduler([warmup, schedule], optimizer=schedule.optimizer)
     return {"scheduler": schedule, "interval": interval, "frequency": 1}

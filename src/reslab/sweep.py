@@ -260,7 +260,10 @@ class SweepOwner(Callback):
                 problems.append(f"  job {' '.join(overrides)}: could not be checked: {type(error).__name__}: {error}")
         if problems:
             log.error(
-                "configuration error in %d of %d jobs; nothing was run:\n%s", len(problems), len(jobs), "\n".join(problems)
+                "configuration error in %d of %d jobs; nothing was run:\n%s",
+                len(problems),
+                len(jobs),
+                "\n".join(problems),
             )
             raise SystemExit(2)
         log.info("checked the configs of %s", what)
@@ -307,6 +310,9 @@ def report_sweep_end(sweep_dir: Path) -> list[str]:
         counts = {status: statuses.count(status) for status in sorted(set(statuses))}
         log.info(
             "sweep %s: %s\n%s\nreport: reslab-report %s",
-            sweep_dir, ", ".join(f"{n} {status}" for status, n in counts.items()), "\n".join(lines), sweep_dir,
+            sweep_dir,
+            ", ".join(f"{n} {status}" for status, n in counts.items()),
+            "\n".join(lines),
+            sweep_dir,
         )
     return statuses

@@ -74,14 +74,12 @@ def choose_wandb_mode(mode: str | None) -> tuple[str, str]:
     return "online", "credentials found"
 
 
-
 def previous_run_id(wandb_dir: Path) -> str | None:
     """Id of the newest W&B run in a job's wandb/ folder (its log is `run-ID.wandb`), if any."""
     logs = list(Path(wandb_dir).glob("*run-*/run-*.wandb"))
     if not logs:
         return None
     return max(logs, key=lambda p: p.stat().st_mtime).stem.removeprefix("run-")
-
 
 
 def _logged_in_server() -> str | None:

@@ -19,7 +19,6 @@ launcher that the plugin's implementation object holds (`self.sweeper.launcher`)
 to see each batch's returns: hence the exact version pin in pyproject.toml.
 """
 
-
 # No `from __future__ import annotations`: Hydra executes plugin modules outside sys.modules, where
 # dataclasses cannot resolve string annotations.
 import copy
@@ -131,7 +130,9 @@ class ReslabOptunaSweeper(OptunaSweeper):
         except _SearchStopped:
             log.error(
                 "search stopped: %d trials failed, more than max_failure_rate=%g of n_trials=%d allows (%s)",
-                len(self.judge.failures), self.sweeper.max_failure_rate, self.sweeper.n_trials,
+                len(self.judge.failures),
+                self.sweeper.max_failure_rate,
+                self.sweeper.n_trials,
                 "; ".join(self.judge.failures),
             )
             raise SystemExit(1) from None
@@ -141,7 +142,8 @@ class ReslabOptunaSweeper(OptunaSweeper):
             # Optuna's study.best_trial with no completed trial: the search has no result.
             log.error(
                 "search without result: none of its %d trials completed (%s)",
-                len(self.judge.failures), "; ".join(self.judge.failures),
+                len(self.judge.failures),
+                "; ".join(self.judge.failures),
             )
             raise SystemExit(1) from None
 

@@ -71,9 +71,7 @@ def _check_activation(activation: str) -> None:
 def _as_weights(weights: Sequence[float] | torch.Tensor) -> torch.Tensor:
     w = torch.as_tensor(weights, dtype=torch.float64).flatten()
     if w.numel() < 2:
-        raise ConfigError(
-            f"the chain needs L + 1 >= 2 weights (w_1 .. w_(L+1) for depth L >= 1), got {w.numel()}"
-        )
+        raise ConfigError(f"the chain needs L + 1 >= 2 weights (w_1 .. w_(L+1) for depth L >= 1), got {w.numel()}")
     return w
 
 
@@ -136,9 +134,7 @@ def relative_error(a: float, b: float) -> float:
     return 0.0 if scale == 0 else abs(a - b) / scale
 
 
-def draw_weights(
-    count: int, seed: int, weight_range: Sequence[float] = DEFAULT_WEIGHT_RANGE
-) -> torch.Tensor:
+def draw_weights(count: int, seed: int, weight_range: Sequence[float] = DEFAULT_WEIGHT_RANGE) -> torch.Tensor:
     """`count` float64 weights, uniform in weight_range, reproducible from `seed`."""
     low, high = (float(v) for v in weight_range)
     if not low < high:

@@ -37,13 +37,9 @@ class FreezeBackbone(BaseFinetuning):
     def __init__(self, epochs: int = 1, train_bn: bool = False, backbone_lr_factor: float = 1.0) -> None:
         super().__init__()
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-            raise ConfigError(
-                f"callbacks.freeze_backbone.epochs={epochs!r} is not allowed; use an integer >= 0"
-            )
+            raise ConfigError(f"callbacks.freeze_backbone.epochs={epochs!r} is not allowed; use an integer >= 0")
         if not backbone_lr_factor > 0:
-            raise ConfigError(
-                f"callbacks.freeze_backbone.backbone_lr_factor={backbone_lr_factor!r} must be > 0"
-            )
+            raise ConfigError(f"callbacks.freeze_backbone.backbone_lr_factor={backbone_lr_factor!r} must be > 0")
         self.epochs = epochs
         self.train_bn = train_bn
         self.backbone_lr_factor = float(backbone_lr_factor)

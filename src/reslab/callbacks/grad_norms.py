@@ -45,11 +45,7 @@ def find_units(net: nn.Module) -> list[Unit]:
     """Stem, the elements of the stages layer1, layer2, ... in order, then the head."""
     net = getattr(net, "_orig_mod", net)  # torch.compile wraps the module it compiles
     children = dict(net.named_children())
-    stages = sorted(
-        (int(match.group(1)), name)
-        for name in children
-        if (match := _STAGE_NAME.fullmatch(name))
-    )
+    stages = sorted((int(match.group(1)), name) for name in children if (match := _STAGE_NAME.fullmatch(name)))
     if not stages:
         raise ConfigError(
             f"GradientNormMonitor found no stages in {type(net).__name__}: it needs children named "
@@ -107,9 +103,7 @@ class GradientNormMonitor(pl.Callback):
             return
         net = getattr(pl_module, "net", None)
         if not isinstance(net, nn.Module):
-            raise ConfigError(
-                "GradientNormMonitor needs the LightningModule to keep its network at attribute `net`"
-            )
+            raise ConfigError("GradientNormMonitor needs the LightningModule to keep its network at attribute `net`")
         self._units = find_units(net)
 
     def _is_logged_step(self, trainer: pl.Trainer) -> bool:

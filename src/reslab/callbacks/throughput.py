@@ -101,7 +101,9 @@ class TrainingThroughput(pl.Callback):
         self._clock = Stopwatch(self._device)
         self._clock.start()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._batches += 1
         self._images += _batch_size(batch)
         if not self._skipped and self._batches == self.skip_steps:
@@ -146,7 +148,6 @@ class TrainingThroughput(pl.Callback):
                 facts["peak_flops_per_s"] = peak
                 facts["peak_fraction"] = round(facts["flops_per_s"] / (peak * self._world_size), 4)
         return {"throughput": facts}
-
 
 
 class Stopwatch:

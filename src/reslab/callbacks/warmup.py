@@ -122,7 +122,9 @@ class WarmupUntilError(pl.Callback):
                 self.switch_step = trainer.global_step
                 log.info(
                     "warm-up ended: training error %.3f at step %d; lr back to the schedule from step %d",
-                    error, step, self.switch_step,
+                    error,
+                    step,
+                    self.switch_step,
                 )
                 return
 

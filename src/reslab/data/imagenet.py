@@ -292,7 +292,9 @@ class ImageNetDataModule(L.LightningDataModule):
     @staticmethod
     def require_images(images: Tensor | None, batch: FolderBatch) -> Tensor:
         if images is None:
-            raise RuntimeError(f"no image of a batch could be decoded (skipped: {batch.skipped[:3]}); check the data set")
+            raise RuntimeError(
+                f"no image of a batch could be decoded (skipped: {batch.skipped[:3]}); check the data set"
+            )
         return images
 
     @property

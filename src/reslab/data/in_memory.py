@@ -102,7 +102,9 @@ def drop_short_last_batch(num_train: int, batch_size: int, world_size: int) -> b
         log.warning(
             "data.batch_size=%d%s is more than the %d training examples: every step trains on all of "
             "them, one step per epoch; lower data.batch_size for smaller batches",
-            batch_size, devices, num_train,
+            batch_size,
+            devices,
+            num_train,
         )
     return False
 

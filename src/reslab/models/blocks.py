@@ -91,9 +91,7 @@ class Unit(nn.Module):
 
     def extra_repr(self) -> str:
         weight = "learned" if isinstance(self.skip_weight, nn.Parameter) else self.skip_weight
-        return f"span={self.span}, skip={self.has_skip}" + (
-            f", skip_weight={weight}" if weight is not None else ""
-        )
+        return f"span={self.span}, skip={self.has_skip}" + (f", skip_weight={weight}" if weight is not None else "")
 
 
 class PostActUnit(Unit):
@@ -206,7 +204,5 @@ def make_unit(
         norms = [norm_layer(norm, conv.out_channels) for conv in convs]
     has_skip = shortcut != "none"
     option = "C" if skip_weight == "projection" else shortcut
-    downsample = (
-        make_shortcut(option, in_channels, convs[-1].out_channels, stride, norm, preact) if has_skip else None
-    )
+    downsample = make_shortcut(option, in_channels, convs[-1].out_channels, stride, norm, preact) if has_skip else None
     return UNIT_ORDERS[order](convs, norms, downsample, has_skip, skip_weight, norms_first=preact)

@@ -47,17 +47,14 @@ def model_summary(net: nn.Module, input_shape: Sequence[int]) -> str:
             rows.append((name, str(len(child)), f"{params:,}", _giga(macs)))
     total_params, total_flops = count_parameters(net), flops["Global"]
     if len(rows) > 1:
-        rows.insert(
-            1, ("stem+head", "", f"{total_params - stage_params:,}", _giga(total_flops - stage_flops))
-        )
+        rows.insert(1, ("stem+head", "", f"{total_params - stage_params:,}", _giga(total_flops - stage_flops)))
     rows.append(("total", "", f"{total_params:,}", _giga(total_flops)))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"{root}: depth {weighted_depth(net)}, input {tuple(_image_shape(input_shape))}"]
     for i, row in enumerate(rows):
         lines.append(
             "  ".join(
-                cell.rjust(w) if j else cell.ljust(w)
-                for j, (cell, w) in enumerate(zip(row, widths, strict=True))
+                cell.rjust(w) if j else cell.ljust(w) for j, (cell, w) in enumerate(zip(row, widths, strict=True))
             )
         )
         if i == 0:

@@ -238,11 +238,7 @@ def resolve_spec(
     in_channels = _positive_int("in_channels", in_channels)
     input_size = _positive_int("input_size", input_size)
     width = None if width is None else _positive_int("width", width, hint="or null for the style's default")
-    skip_span = (
-        None
-        if skip_span is None
-        else _positive_int("skip_span", skip_span, hint="or null for the unit's own")
-    )
+    skip_span = None if skip_span is None else _positive_int("skip_span", skip_span, hint="or null for the unit's own")
 
     if style == "auto":
         style = "imagenet" if input_size >= IMAGENET_MIN_INPUT_SIZE else "cifar"
@@ -340,9 +336,7 @@ def _flag(name: str, value: object) -> bool:
 def _positive_int(name: str, value: object, hint: str = "") -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    raise ConfigError(
-        f"model.{name}={value!r} is not allowed; use an integer >= 1" + (f" {hint}" if hint else "")
-    )
+    raise ConfigError(f"model.{name}={value!r} is not allowed; use an integer >= 1" + (f" {hint}" if hint else ""))
 
 
 def _stage_list(stages: object) -> list[int]:

@@ -76,9 +76,7 @@ def replace_head(model: nn.Module, num_classes: int) -> None:
     head = model.get_submodule(name)
     if isinstance(head, nn.Linear):
         if head.out_features != num_classes:
-            replace_submodule(
-                model, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
-            )
+            replace_submodule(model, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))
     elif head.out_channels != num_classes:  # SqueezeNet's 1x1-conv classifier
         new = nn.Conv2d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding)
         replace_submodule(model, name, new)
@@ -149,8 +147,7 @@ def _check_name(name: object) -> None:
 def _is_enum_name(weights: object, weights_enum: type) -> bool:
     if not isinstance(weights, str):
         raise ConfigError(
-            f"model.weights={weights!r} is not allowed; "
-            "use null, an enum name such as IMAGENET1K_V1, or a file path"
+            f"model.weights={weights!r} is not allowed; use null, an enum name such as IMAGENET1K_V1, or a file path"
         )
     member = weights.split(".")[-1] if weights.startswith(weights_enum.__name__ + ".") else weights
     if member in weights_enum.__members__:
@@ -220,9 +217,7 @@ def _load_local_state_dict(model: nn.Module, name: str, weights: str) -> None:
     # a head of another size (e.g. ImageNet's 1000 classes) is dropped: the new head is trained
     head = classifier_head_name(model) + "."
     own = model.state_dict()
-    state = {
-        k: v for k, v in state.items() if not (k.startswith(head) and k in own and own[k].shape != v.shape)
-    }
+    state = {k: v for k, v in state.items() if not (k.startswith(head) and k in own and own[k].shape != v.shape)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:

@@ -168,7 +168,16 @@ def build_comparison(a_dir: Path, b_dir: Path, metrics: list[str] | None = None)
 
 
 COMPARE_COLUMNS = (
-    "network", "metric", "A", "B", "Δ (B − A) [95% CI]", "p", "p (Holm)", "P(B better)", "seeds needed", "verdict",
+    "network",
+    "metric",
+    "A",
+    "B",
+    "Δ (B − A) [95% CI]",
+    "p",
+    "p (Holm)",
+    "P(B better)",
+    "seeds needed",
+    "verdict",
 )
 
 
@@ -221,18 +230,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="reslab-report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", nargs="?", type=Path, help="a sweep folder (default: newest under ./multirun)")
     parser.add_argument(
-        "--compare", nargs=2, type=Path, metavar=("A", "B"),
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A", "B"),
         help="compare sweep B against sweep A, network by network (written beside A)",
     )
     parser.add_argument(
-        "--metric", action="append", choices=sorted(METRICS),
+        "--metric",
+        action="append",
+        choices=sorted(METRICS),
         help="what comparisons use; repeat for several (default: the paper's; final train err without a paper "
         "layout; test err for --compare)",
     )
     parser.add_argument("--wandb", action="store_true", help="also log the report's table and figures to W&B")
     parser.add_argument("--wandb-project", default=None, help="W&B project (default: W&B's own default)")
     parser.add_argument(
-        "--wandb-mode", default=None, choices=["online", "offline", "disabled"],
+        "--wandb-mode",
+        default=None,
+        choices=["online", "offline", "disabled"],
         help="W&B mode (default: as for training jobs)",
     )
     args = parser.parse_args(argv)

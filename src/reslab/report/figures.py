@@ -83,7 +83,9 @@ def curves_figure(
             # Markers only on short curves, so that a run validated once still shows its point.
             marker = "o" if len(evaluation[0]) <= 20 else None
             _draw(ax, evaluation, x_scale, "-", lw=2.2, color=colour, marker=marker, markersize=4, label=label)
-            highest = max([highest] + [100 * (m + s) for _, m, s in zip(*train)] + [100 * (m + s) for _, m, s in zip(*evaluation)])
+            highest = max(
+                [highest] + [100 * (m + s) for _, m, s in zip(*train)] + [100 * (m + s) for _, m, s in zip(*evaluation)]
+            )
         ax.set_title(name)
         ax.set_xlabel("iter. (1e4)" if x_scale > 1 else "iterations")
         ax.grid(alpha=0.3)
@@ -147,13 +149,17 @@ def depth_label(job: Job) -> str:
     return f"{name}-{job.depth}" if job.depth is not None else name
 
 
-def degradation_figure(
-    jobs: list[Job], out_png: Path, title: str = "", eval_metric: str = "val/err"
-) -> Path | None:
+def degradation_figure(jobs: list[Job], out_png: Path, title: str = "", eval_metric: str = "val/err") -> Path | None:
     """Training and `eval_metric` error vs iterations; one panel per network family."""
     return curves_figure(
-        jobs, out_png, family_panels(jobs), lambda job: job.depth or 0, depth_label,
-        eval_metric=eval_metric, eval_name=eval_metric.split("/")[0], title=title,
+        jobs,
+        out_png,
+        family_panels(jobs),
+        lambda job: job.depth or 0,
+        depth_label,
+        eval_metric=eval_metric,
+        eval_name=eval_metric.split("/")[0],
+        title=title,
     )
 
 
@@ -163,8 +169,15 @@ def figure6(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
     validation images), y from 0 to 20% when the curves fit."""
     panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
     return curves_figure(
-        jobs, out_png, panels, lambda job: job.depth or 0, depth_label, eval_name="val",
-        train_line="--", paper_ylim=(0.0, 20.0), title=title,
+        jobs,
+        out_png,
+        panels,
+        lambda job: job.depth or 0,
+        depth_label,
+        eval_name="val",
+        train_line="--",
+        paper_ylim=(0.0, 20.0),
+        title=title,
     )
 
 
@@ -173,8 +186,15 @@ def figure4(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
     error, bold centre-crop validation error, y from 20 to 60% when the curves fit."""
     panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
     return curves_figure(
-        jobs, out_png, panels, lambda job: job.depth or 0, depth_label, eval_name="val (centre crop)",
-        train_line="-", paper_ylim=(20.0, 60.0), title=title,
+        jobs,
+        out_png,
+        panels,
+        lambda job: job.depth or 0,
+        depth_label,
+        eval_name="val (centre crop)",
+        train_line="-",
+        paper_ylim=(20.0, 60.0),
+        title=title,
     )
 
 

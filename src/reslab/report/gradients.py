@@ -58,7 +58,7 @@ def read_unit_profiles(metrics_csv: str | Path, prefix: str = GRAD_NORM_PREFIX) 
 
 
 def pick_step(profiles: Profiles, choice: StepChoice) -> int:
-    """"early" = first logged step, "late" = last logged step, or an exact logged step."""
+    """ "early" = first logged step, "late" = last logged step, or an exact logged step."""
     steps = list(profiles)
     if choice == "early":
         return steps[0]

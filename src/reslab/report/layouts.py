@@ -250,8 +250,12 @@ def imagenet_table3(points: list[GridPoint]) -> list[Section]:
     for entry in paper.IMAGENET_TABLE3:
         here = matching(
             points,
-            lambda j, e=entry: e.family is not None and j.family == e.family and j.depth == e.depth
-            and (e.family == "plain" or j.shortcut == e.shortcut),
+            lambda j, e=entry: (
+                e.family is not None
+                and j.family == e.family
+                and j.depth == e.depth
+                and (e.family == "plain" or j.shortcut == e.shortcut)
+            ),
         )
         for suffix, point in one_per_row(here):
             top1, top1_value = ours(point, ten_crop_error)
@@ -280,7 +284,8 @@ def imagenet_table3(points: list[GridPoint]) -> list[Section]:
                 "ours: 10-crop top-1 / top-5 error on the 50k val images at the end of training.",
                 f"{paper.FB_RESNET_TORCH.name}: {paper.FB_RESNET_TORCH.protocol} (option B). "
                 f"{torchvision.name} ({torchvision.protocol}): "
-                + ", ".join(f"ResNet-{d} {e:.2f}" for (d, _), e in torchvision.errors.items()) + ".",
+                + ", ".join(f"ResNet-{d} {e:.2f}" for (d, _), e in torchvision.errors.items())
+                + ".",
             ],
         )
     ] + against_paper(numbers, "test_10crop", paper.IMAGENET_TABLE3_SOURCE + ", top-1")
@@ -332,8 +337,12 @@ def unit_name(job: Job) -> str:
 def table3_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
     """Every row's curves in one panel, one colour per network (Table 3 has no figure)."""
     return curves_figure(
-        jobs, out_png, [("ResNet", lambda j: True)], lambda j: (j.depth or 0, j.shortcut or ""),
-        lambda j: f"ResNet-{j.depth} {j.shortcut}", title=title,
+        jobs,
+        out_png,
+        [("ResNet", lambda j: True)],
+        lambda j: (j.depth or 0, j.shortcut or ""),
+        lambda j: f"ResNet-{j.depth} {j.shortcut}",
+        title=title,
     )
 
 
@@ -428,54 +437,64 @@ LAYOUTS = {
             "cifar_table6",
             "He et al. 2015, Table 6 and Figure 6: CIFAR-10, plain vs ResNet (option A)",
             cifar_table6,
-            (FigureSpec(
-                "figure6_cifar10.png",
-                "Figure 6 layout: dashed training, bold validation error",
-                figure6,
-            ),),
+            (
+                FigureSpec(
+                    "figure6_cifar10.png",
+                    "Figure 6 layout: dashed training, bold validation error",
+                    figure6,
+                ),
+            ),
         ),
         Layout(
             "imagenet_table2",
             "He et al. 2015, Table 2 and Figure 4: ImageNet, plain vs ResNet (option A), 18 and 34 layers",
             imagenet_table2,
-            (FigureSpec(
-                "figure4_imagenet.png",
-                "Figure 4 layout: thin training, bold centre-crop validation error",
-                figure4,
-            ),),
+            (
+                FigureSpec(
+                    "figure4_imagenet.png",
+                    "Figure 4 layout: thin training, bold centre-crop validation error",
+                    figure4,
+                ),
+            ),
             ("test_10crop", "train"),
         ),
         Layout(
             "imagenet_table3",
             "He et al. 2015, Table 3: ImageNet, shortcut options A/B/C and deeper bottleneck ResNets",
             imagenet_table3,
-            (FigureSpec(
-                "training_curves.png",
-                "dashed training, bold validation error per network",
-                table3_figure,
-            ),),
+            (
+                FigureSpec(
+                    "training_curves.png",
+                    "dashed training, bold validation error per network",
+                    table3_figure,
+                ),
+            ),
             ("test_10crop",),
         ),
         Layout(
             "preact_cifar",
             "He et al. 2016, Table 2: residual unit variants on CIFAR-10 (ResNet-110 / ResNet-164)",
             preact_table2,
-            (FigureSpec(
-                "training_curves.png",
-                "original vs full pre-activation: dashed training, bold validation",
-                preact_figure,
-            ),),
+            (
+                FigureSpec(
+                    "training_curves.png",
+                    "original vs full pre-activation: dashed training, bold validation",
+                    preact_figure,
+                ),
+            ),
             ("test",),
         ),
         Layout(
             "mnist_transfer",
             "The seed's transfer example: pretrained ResNet-18 adapted to MNIST vs random init",
             mnist_transfer,
-            (FigureSpec(
-                "training_curves.png",
-                "pretrained vs random start: dashed training, bold validation",
-                mnist_figure,
-            ),),
+            (
+                FigureSpec(
+                    "training_curves.png",
+                    "pretrained vs random start: dashed training, bold validation",
+                    mnist_figure,
+                ),
+            ),
             ("test",),
         ),
     )

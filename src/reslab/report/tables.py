@@ -101,8 +101,18 @@ def group_by_grid_point(jobs: Iterable[Job], missing: Iterable[list[str]] = ()) 
 
 
 COLUMNS = (
-    "model", "depth", "shortcut", "params", "MACs", "images/s", "train err %", "val err %",
-    "best val err %", "test err %", "n", "grid point",
+    "model",
+    "depth",
+    "shortcut",
+    "params",
+    "MACs",
+    "images/s",
+    "train err %",
+    "val err %",
+    "best val err %",
+    "test err %",
+    "n",
+    "grid point",
 )
 
 
