@@ -3,7 +3,7 @@ cuDNN benchmark: `trainer=gpu`), a 1-GPU DDP run, and no synchronising CUDA oper
 the flushes of the per-step values (PyTorch's own count, torch.cuda.set_sync_debug_mode).
 
 Marked `gpu` and skipped without a CUDA device; benchmarks/gpu/run.sh runs them with the other
-gpu-marked tests. `benchmarks/gpu/run.sh --dry-run` runs them on the CPU instead
+gpu-marked tests. `benchmarks/gpu/run.sh --rehearse` runs them on the CPU instead
 (RESLAB_GPU_TESTS_ON=cpu), which checks everything but the device itself.
 """
 

@@ -83,6 +83,12 @@ def figures(steps: dict[str, dict]) -> list[dict]:
     return rows
 
 
+def setup_figures(r: dict, add) -> None:
+    if r:
+        add("machine", f"{r.get('device')}, Python {r.get('python_version')}, torch {r.get('torch')}, "
+            f"Lightning {r.get('lightning')}; from the carried wheels: {len(r.get('installed_from_wheels', []))} packages", "")
+
+
 def syncs_figures(r: dict, add) -> None:
     if r.get("status"):
         add("host reads / CUDA syncs per training step between flushes, Table 6 recipe",
@@ -140,7 +146,7 @@ def ddp_figures(r: dict, add) -> None:
             "nccl on a GPU")
 
 
-FIGURES = {"syncs": syncs_figures, "loop": loop_figures, "resnet50": resnet50_figures, "jobs_per_gpu": jobs_figures,
+FIGURES = {"setup": setup_figures, "syncs": syncs_figures, "loop": loop_figures, "resnet50": resnet50_figures, "jobs_per_gpu": jobs_figures,
            "compile": compile_figures, "tests": tests_figures, "ddp": ddp_figures}
 
 
@@ -213,6 +219,12 @@ def check(out: Path, work: Path) -> int:
             problems.append(f"step {name}: {outcomes[name]}")
         elif name != "setup" and not step_result(work, name):
             problems.append(f"step {name} wrote no results")
+        variants = step_result(work, name).get("variants") or step_result(work, name).get("cases") or []
+        for row in variants:
+            if row.get("outcome") == "failed":
+                problems.append(f"step {name}, {row.get('variant') or row.get('test')}: failed\n{row.get('error', '')}")
+        if variants and not any(row.get("outcome") == "ok" for row in variants):
+            problems.append(f"step {name}: no variant ran")
     for problem in problems:
         print(f"rehearsal: {problem}")
     print(f"rehearsal: {len(files)} files in {out} ({', '.join(sorted(p.name for p in files))}); "
