@@ -239,7 +239,7 @@ def jobs_per_gpu(args) -> None:
     job = [
         "experiment=cifar_table6", "data=cifar10", f"data.root={args.data_root}", "data.verify_checksums=false",
         "model=resnet", f"model.depth={depth}", "test=false", *QUIET, *on_device(args.device),
-        f"callbacks.timer.duration={{seconds:{train_s}}}",  # each job trains this long, then ends as completed
+        f"++callbacks.timer.duration={{seconds:{train_s}}}",  # each job trains this long, then ends as completed
         "+callbacks.step_clock._target_=step_clock.StepClock", "+callbacks.step_clock.path=${paths.output_dir}/step_clock.json",
         *([] if cuda else ["data.val_size=100", "data.batch_size=32"]),
     ]
