@@ -182,7 +182,7 @@ def loop(args) -> None:
 
 def resnet50(args) -> None:
     cuda = args.device == "cuda"
-    size, batch, steps = (224, 256, 80) if cuda else (64, 4, 6)
+    size, batch, steps = (224, 256, 60) if cuda else (64, 4, 6)
     overrides = [
         "data=synthetic", f"data.image_size={size}", f"data.num_train={batch * 10}", f"data.num_test={batch}",
         "data.num_val=0", "model=resnet", "model.depth=50", "model.style=imagenet", f"data.batch_size={batch}",
@@ -239,7 +239,7 @@ def jobs_per_gpu(args) -> None:
     job = [
         "experiment=cifar_table6", "data=cifar10", f"data.root={args.data_root}", "data.verify_checksums=false",
         "model=resnet", f"model.depth={depth}", "test=false", *QUIET, *on_device(args.device),
-        f"++callbacks.timer.duration={{seconds:{train_s}}}",  # each job trains this long, then ends as completed
+        f"++callbacks.timer.duration='00:00:00:{train_s:02d}'",  # each job trains this long (DD:HH:MM:SS), then ends
         "+callbacks.step_clock._target_=step_clock.StepClock", "+callbacks.step_clock.path=${paths.output_dir}/step_clock.json",
         *([] if cuda else ["data.val_size=100", "data.batch_size=32"]),
     ]
@@ -257,8 +257,11 @@ def jobs_per_gpu(args) -> None:
                 reslab_train(["-m", *launcher, f"seed={','.join(map(str, range(k)))}", *job, f"hydra.sweep.dir={sweep}"],
                              Path(tmp), args.budget.left() - 5)
                 wall = time.perf_counter() - began
-                clocks = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/step_clock.json"))]
-                records = [read_results(p.parent) for p in sorted(sweep.glob("*/results.json"))]
+                job_dirs = sorted(p.parent for p in sweep.glob("*/results.json"))
+                records = [read_results(d) for d in job_dirs]
+                clocks = [json.loads((d / "step_clock.json").read_text()) for d in job_dirs if (d / "step_clock.json").exists()]
+            if len(clocks) < k:
+                raise Failed(f"{len(clocks)} of {k} jobs trained: " + "; ".join(str(r.get("error")) for r in records))
             rate, overlap = overlapping_rate(clocks, skip)
             per_job = [{"status": r.get("status"), "steps": r.get("steps"), "images_per_s": (r.get("throughput") or {}).get("images_per_s"),
                         "peak_memory_gib": c.get("peak_memory_gib"), "memory_share_gib": c.get("memory_share_gib")}

@@ -32,12 +32,12 @@ esac
 # A step is a function `step_NAME` below and a line here; its command writes its JSON to
 # $RESULTS/NAME.json as it goes (the summary embeds it) and gets $DEVICE (cuda or cpu).
 STEPS=(
-    "syncs 40"         # host reads / CUDA syncs per step, Table 6 recipe (augmentation, validation, warm-up)
+    "syncs 45"         # host reads / CUDA syncs per step, Table 6 recipe (augmentation, validation, warm-up)
     "loop 75"          # ResNet-56 CIFAR-shape: ResLab against a plain loop, interleaved repeats, median
-    "resnet50 45"      # ImageNet-shape ResNet-50, bf16, channels_last: images/s
-    "jobs_per_gpu 105" # 1, 2, 4 Table 6 jobs on one GPU: peak memory vs share, throughput while overlapping
-    "compile 75"       # speed.compile through reslab-train, checkpoint saved and resumed
-    "tests 90"         # the gpu-marked tests
+    "resnet50 50"      # ImageNet-shape ResNet-50, bf16, channels_last: images/s
+    "jobs_per_gpu 100" # 1, 2, 4 Table 6 jobs on one GPU: peak memory vs share, throughput while overlapping
+    "compile 70"       # speed.compile through reslab-train, checkpoint saved and resumed
+    "tests 85"         # the gpu-marked tests
     "ddp 35"           # a 1-GPU DDP run (NCCL)
 )
 SETUP_LIMIT=75
@@ -46,7 +46,7 @@ GRACE=10  # a step past its limit gets SIGTERM this long before SIGKILL (its job
 
 bench() { "$PY" "$HERE/gpu_bench.py" "$@" --device "$DEVICE" --budget-s "$BUDGET" --json "$RESULTS/$STEP.json"; }
 step_syncs() {
-    local size=(model.depth=110 trainer.max_steps=400)
+    local size=(model.depth=110 trainer.max_steps=360)  # one epoch (352 steps) and its validation
     ((REHEARSE)) && size=(model.depth=8 data.val_size=100 data.batch_size=32 trainer.max_steps=30
                           callbacks.warmup_until_error.only_depths=null)
     "$PY" benchmarks/host_syncs.py --json "$RESULTS/$STEP.json" experiment=cifar_table6 data=cifar10 \
@@ -183,6 +183,7 @@ run_step() {
     (export RESLAB_GPU_CHECK_STEP=$mark; "step_$name") >"$LOGS/$name.log" 2>&1 </dev/null &
     pid=$!
     set +m
+    RUNNING=("$pid" "$mark")
     while kill -0 "$pid" 2>/dev/null; do
         sleep 1
         local took=$((SECONDS - began))
@@ -195,6 +196,7 @@ run_step() {
         fi
     done
     wait "$pid"; rc=$?
+    RUNNING=()
     end_marked "$mark"
     OUTCOME=ok
     if [[ -n $signal ]]; then OUTCOME=timed_out; elif ((rc != 0)); then OUTCOME=failed; fi
@@ -214,7 +216,12 @@ end_marked() {  # SIGTERM, then SIGKILL, to every process whose environment carr
     done
 }
 
+RUNNING=()  # the step running now: its process group and its mark
 on_exit() {
+    if ((${#RUNNING[@]})); then  # the check itself was stopped: so is its step, and all it started
+        kill -TERM -- "-${RUNNING[0]}" 2>/dev/null; sleep 2; kill -KILL -- "-${RUNNING[0]}" 2>/dev/null
+        end_marked "${RUNNING[1]}"
+    fi
     [[ -n ${FINISHED:-} ]] || summary finish $((SECONDS - START))
     rm -rf "$WORK"  # what it held is in $OUT/details.tar.gz
 }

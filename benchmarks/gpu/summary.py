@@ -105,7 +105,7 @@ def loop_figures(r: dict, add) -> None:
 def resnet50_figures(r: dict, add) -> None:
     for v in r.get("variants", []):
         if v.get("outcome") == "ok":
-            add(f"ResNet-50 {v.get('image_size')}px bf16 channels_last, batch {v.get('batch_size')}",
+            add(f"ResNet-50 {v.get('image_size')}px {v.get('compute_dtype')} channels_last, batch {v.get('batch_size')}",
                 f"{v.get('images_per_s')} images/s ({v.get('peak_fraction')} of peak)", f">= {r.get('goal_images_per_s')}")
 
 
