@@ -234,13 +234,13 @@ def overlapping_rate(clocks: list[dict], skip_steps: int) -> tuple[float | None,
 def jobs_per_gpu(args) -> None:
     cuda = args.device == "cuda"
     # On the CPU (2 cores here) 1 and 2 jobs: the code path, with fewer process starts.
-    depth, train_s, counts = (56, 10, (1, 4, 2)) if cuda else (8, 4, (1, 2))
-    skip = 50 if cuda else 5
+    depth, train_s, counts = (56, 10, (1, 4, 2)) if cuda else (8, 6, (1, 2))
+    skip = 50 if cuda else 2
     job = [
         "experiment=cifar_table6", "data=cifar10", f"data.root={args.data_root}", "data.verify_checksums=false",
         "model=resnet", f"model.depth={depth}", "test=false", *QUIET, *on_device(args.device),
         f"++callbacks.timer.duration='00:00:00:{train_s:02d}'",  # each job trains this long (DD:HH:MM:SS), then ends
-        "+callbacks.step_clock._target_=step_clock.StepClock", "+callbacks.step_clock.path=${paths.output_dir}/step_clock.json",
+        "+callbacks.step_clock._target_=step_clock.StepClock",
         *([] if cuda else ["data.val_size=100", "data.batch_size=32"]),
     ]
     record = Record(args.json, args.budget, benchmark="jobs_per_gpu", job=f"Table 6 recipe, ResNet-{depth}, {train_s} s each",
@@ -270,8 +270,10 @@ def jobs_per_gpu(args) -> None:
             row = {"jobs_per_gpu": k, "sweep_wall_s": round(wall, 1), "overlap_s": round(overlap, 1),
                    "images_per_s_overlapping": round(rate, 1) if rate else None, "jobs": per_job,
                    "peak_memory_max_gib": max(peaks) if peaks else None, "memory_share_gib": per_job[0]["memory_share_gib"]}
-            if k == 1 and clocks:
+            if k == 1:
                 marks = [m for m in clocks[0]["marks"] if m[1] >= skip]
+                if len(marks) < 2 or marks[-1][1] == marks[0][1]:
+                    raise Failed(f"too few steps timed: {clocks[0]['marks']}")
                 seconds_per_step = (marks[-1][0] - marks[0][0]) / (marks[-1][1] - marks[0][1])
                 one_job.update(rate=rate, seconds_per_step=seconds_per_step, steps=clocks[0]["marks"][-1][1], wall=wall)
             if one_job.get("rate") and rate:

@@ -1,10 +1,10 @@
 """A benchmark callback for jobs sharing a GPU (gpu_bench.py jobs-per-gpu): when each step ended
 on the host's clock, and the job's peak GPU memory against its share.
 
-    reslab-train ... +callbacks.step_clock._target_=step_clock.StepClock \
-        '+callbacks.step_clock.path=${paths.output_dir}/step_clock.json'      # benchmarks/gpu on PYTHONPATH
+    reslab-train ... +callbacks.step_clock._target_=step_clock.StepClock      # benchmarks/gpu on PYTHONPATH
 
-Writes `path` (atomically) every `write_every` steps and when training ends: `marks`, a list of
+Writes `path` (default: step_clock.json in the job's folder, the trainer's default_root_dir; no
+override holds a path, since a sweep names its job folders after the overrides) atomically every `write_every` steps and when training ends: `marks`, a list of
 [unix time, global step] every `every` steps (host time, nothing waits for the device: in
 steady state the host runs as fast as the device), `batch_size`, and on CUDA `peak_memory_gib`
 (torch.cuda.max_memory_allocated) and `memory_share_gib` (the device's memory x
@@ -25,8 +25,8 @@ GIB = 2**30
 
 
 class StepClock(pl.Callback):
-    def __init__(self, path: str, every: int = 5, write_every: int = 200) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | None = None, every: int = 5, write_every: int = 200) -> None:
+        self.path = Path(path) if path else None
         self.every, self.write_every = every, write_every
         self.marks: list[tuple[float, int]] = []
         self.batch_size = 0
@@ -34,6 +34,7 @@ class StepClock(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.device = trainer.strategy.root_device
+        self.path = self.path or Path(trainer.default_root_dir) / "step_clock.json"
         self.marks = [(time.time(), trainer.global_step)]
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
