@@ -35,10 +35,10 @@ STEPS=(
     "syncs 45"         # host reads / CUDA syncs per step, Table 6 recipe (augmentation, validation, warm-up)
     "loop 75"          # ResNet-56 CIFAR-shape: ResLab against a plain loop, interleaved repeats, median
     "resnet50 50"      # ImageNet-shape ResNet-50, bf16, channels_last: images/s
-    "jobs_per_gpu 100" # 1, 2, 4 Table 6 jobs on one GPU: peak memory vs share, throughput while overlapping
+    "jobs_per_gpu 95"  # 1, 2, 4 Table 6 jobs on one GPU: peak memory vs share, throughput while overlapping
     "compile 70"       # speed.compile through reslab-train, checkpoint saved and resumed
-    "tests 85"         # the gpu-marked tests
-    "ddp 35"           # a 1-GPU DDP run (NCCL)
+    "tests 100"        # the gpu-marked tests
+    "ddp 30"           # a 1-GPU DDP run (NCCL)
 )
 SETUP_LIMIT=75
 TOTAL_LIMIT=540
