@@ -54,7 +54,7 @@ class StepClock(pl.Callback):
         facts = {"marks": self.marks, "batch_size": self.batch_size, "peak_memory_gib": None, "memory_share_gib": None}
         if self.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.device).total_memory
-            share = float(os.environ.get("RESLAB_GPU_MEMORY_FRACTION", 1.0))
+            share = float(os.environ.get("RESLAB_GPU_MEMORY_FRACTION", "1"))
             facts["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(self.device) / GIB, 3)
             facts["memory_share_gib"] = round(total * share / GIB, 2)
         tmp = self.path.with_name(f".{self.path.name}.tmp")

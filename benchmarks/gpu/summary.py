@@ -19,8 +19,8 @@ import os
 import sys
 import tarfile
 import time
-import xml.etree.ElementTree as ElementTree
 from pathlib import Path
+from xml.etree import ElementTree
 
 MAX_FILES_BACK = 8  # what the device tool brings back from $OUT
 ERROR_LINES = 25
@@ -56,7 +56,11 @@ def tests_outcome(path: Path) -> dict:
         if bad is not None:
             row["error"] = "\n".join((bad.get("message", "") + "\n" + (bad.text or "")).splitlines()[-ERROR_LINES:])
         cases.append(row)
-    return {**counts, "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"], "cases": cases}
+    return {
+        **counts,
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "cases": cases,
+    }
 
 
 def step_result(work: Path, step: str) -> dict:
@@ -78,49 +82,67 @@ def figures(steps: dict[str, dict]) -> list[dict]:
         result = step.get("result") or {}
         try:
             FIGURES.get(name, lambda r, a: None)(result, add)
-        except Exception as error:  # a figure that cannot be read must not lose the summary
+        except Exception as error:  # noqa: BLE001  (a figure that cannot be read must not lose the summary)
             add(f"{name}: figures", f"unreadable ({type(error).__name__}: {error})")
     return rows
 
 
 def setup_figures(r: dict, add) -> None:
     if r:
-        add("machine", f"{r.get('device')}, Python {r.get('python_version')}, torch {r.get('torch')}, "
-            f"Lightning {r.get('lightning')}; from the carried wheels: {len(r.get('installed_from_wheels', []))} packages", "")
+        add(
+            "machine",
+            f"{r.get('device')}, Python {r.get('python_version')}, torch {r.get('torch')}, "
+            f"Lightning {r.get('lightning')}; from the carried wheels: {len(r.get('installed_from_wheels', []))} packages",
+            "",
+        )
 
 
 def syncs_figures(r: dict, add) -> None:
     if r.get("status"):
-        add("host reads / CUDA syncs per training step between flushes, Table 6 recipe",
-            f"{r.get('reads_per_step_outside_flushes')} / {r.get('cuda_syncs_per_step_outside_flushes')}", "0 / 0")
+        add(
+            "host reads / CUDA syncs per training step between flushes, Table 6 recipe",
+            f"{r.get('reads_per_step_outside_flushes')} / {r.get('cuda_syncs_per_step_outside_flushes')}",
+            "0 / 0",
+        )
 
 
 def loop_figures(r: dict, add) -> None:
     if r.get("speed_ratio_median") is not None:
-        add(f"ResLab / plain loop steady speed, {r.get('case')} ({r.get('repeats_done')} repeats)",
+        add(
+            f"ResLab / plain loop steady speed, {r.get('case')} ({r.get('repeats_done')} repeats)",
             f"{r['speed_ratio_median']:.3f}x median ({r.get('speed_ratio_min', 0):.3f}-{r.get('speed_ratio_max', 0):.3f})",
-            f">= {r.get('goal')}")
+            f">= {r.get('goal')}",
+        )
 
 
 def resnet50_figures(r: dict, add) -> None:
     for v in r.get("variants", []):
         if v.get("outcome") == "ok":
-            add(f"ResNet-50 {v.get('image_size')}px {v.get('compute_dtype')} channels_last, batch {v.get('batch_size')}",
-                f"{v.get('images_per_s')} images/s ({v.get('peak_fraction')} of peak)", f">= {r.get('goal_images_per_s')}")
+            add(
+                f"ResNet-50 {v.get('image_size')}px {v.get('compute_dtype')} channels_last, batch {v.get('batch_size')}",
+                f"{v.get('images_per_s')} images/s ({v.get('peak_fraction')} of peak)",
+                f">= {r.get('goal_images_per_s')}",
+            )
 
 
 def jobs_figures(r: dict, add) -> None:
     for v in r.get("variants", []):
         if v.get("outcome") == "ok":
-            add(f"{v['jobs_per_gpu']} job(s) per GPU, {r.get('job')}",
+            add(
+                f"{v['jobs_per_gpu']} job(s) per GPU, {r.get('job')}",
                 f"{v.get('images_per_s_overlapping')} images/s together while overlapping "
                 f"({v.get('speedup_vs_one_job')}x one job); peak memory {v.get('peak_memory_max_gib')} GiB "
-                f"of a {v.get('memory_share_gib')} GiB share", "")
+                f"of a {v.get('memory_share_gib')} GiB share",
+                "",
+            )
     projection = r.get("table6_projection") or {}
     if projection.get("hours"):
-        add(f"Table 6 grid ({projection['jobs']} jobs x {projection['steps_per_job']} steps), one GPU",
+        add(
+            f"Table 6 grid ({projection['jobs']} jobs x {projection['steps_per_job']} steps), one GPU",
             f"{projection['hours']} h ({projection['jobs_per_gpu']} per GPU; one after another "
-            f"{projection['hours_one_after_another']} h)", "")
+            f"{projection['hours_one_after_another']} h)",
+            "",
+        )
 
 
 def compile_figures(r: dict, add) -> None:
@@ -129,25 +151,43 @@ def compile_figures(r: dict, add) -> None:
     if first:
         add("speed.compile through reslab-train", f"{first.get('outcome')}: {first.get('images_per_s')} images/s", "")
     if resumed:
-        add("compiled run resumed from its checkpoint",
-            f"{resumed.get('outcome')}: from step {resumed.get('resumed_from_step')} to {resumed.get('steps')}", "")
+        add(
+            "compiled run resumed from its checkpoint",
+            f"{resumed.get('outcome')}: from step {resumed.get('resumed_from_step')} to {resumed.get('steps')}",
+            "",
+        )
 
 
 def tests_figures(r: dict, add) -> None:
     if r:
         failed = [c["test"] for c in r.get("cases", []) if c["outcome"] == "failed"]
-        add("gpu-marked tests", f"{r['passed']} passed, {r['skipped']} skipped, {len(failed)} failed"
-            + (f" ({', '.join(failed)})" if failed else ""), "all pass")
+        add(
+            "gpu-marked tests",
+            f"{r['passed']} passed, {r['skipped']} skipped, {len(failed)} failed"
+            + (f" ({', '.join(failed)})" if failed else ""),
+            "all pass",
+        )
 
 
 def ddp_figures(r: dict, add) -> None:
     for v in r.get("variants", []):
-        add("1-device DDP run", f"{v.get('outcome')}: backend {v.get('backend')}, world size {v.get('world_size')}",
-            "nccl on a GPU")
+        add(
+            "1-device DDP run",
+            f"{v.get('outcome')}: backend {v.get('backend')}, world size {v.get('world_size')}",
+            "nccl on a GPU",
+        )
 
 
-FIGURES = {"setup": setup_figures, "syncs": syncs_figures, "loop": loop_figures, "resnet50": resnet50_figures, "jobs_per_gpu": jobs_figures,
-           "compile": compile_figures, "tests": tests_figures, "ddp": ddp_figures}
+FIGURES = {
+    "setup": setup_figures,
+    "syncs": syncs_figures,
+    "loop": loop_figures,
+    "resnet50": resnet50_figures,
+    "jobs_per_gpu": jobs_figures,
+    "compile": compile_figures,
+    "tests": tests_figures,
+    "ddp": ddp_figures,
+}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -170,7 +210,8 @@ def build(work: Path, rehearsal: bool, running: str | None, seconds: int | None)
         steps[name] = {**record, "limit_s": limit, "result": step_result(work, name)}
     device = next((s["result"].get("device") for s in steps.values() if s["result"].get("device")), None)
     return {
-        "what": "ResLab's GPU check (benchmarks/gpu/run.sh)" + (", rehearsed on the CPU: not GPU figures" if rehearsal else ""),
+        "what": "ResLab's GPU check (benchmarks/gpu/run.sh)"
+        + (", rehearsed on the CPU: not GPU figures" if rehearsal else ""),
         "rehearsal": rehearsal,
         "device": device,
         "updated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -227,14 +268,18 @@ def check(out: Path, work: Path) -> int:
             problems.append(f"step {name}: no variant ran")
     for problem in problems:
         print(f"rehearsal: {problem}")
-    print(f"rehearsal: {len(files)} files in {out} ({', '.join(sorted(p.name for p in files))}); "
-          + ("passed" if not problems else "FAILED"))
+    print(
+        f"rehearsal: {len(files)} files in {out} ({', '.join(sorted(p.name for p in files))}); "
+        + ("passed" if not problems else "FAILED")
+    )
     return 1 if problems else 0
 
 
 def print_table(summary: dict) -> None:
-    print(f"\nGPU check on {summary['device'] or '?'}{' (rehearsal on the CPU)' if summary['rehearsal'] else ''}: "
-          f"{summary['seconds']} s of {summary['limit_s']} s")
+    print(
+        f"\nGPU check on {summary['device'] or '?'}{' (rehearsal on the CPU)' if summary['rehearsal'] else ''}: "
+        f"{summary['seconds']} s of {summary['limit_s']} s"
+    )
     for step in summary["steps"]:
         print(f"  {step['step']:<14} {step['outcome']:<11} {step.get('seconds', '-'):>4} s of {step['limit_s']}")
     print("\n| what | measured | goal |\n|---|---|---|")
