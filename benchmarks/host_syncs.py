@@ -72,6 +72,14 @@ class StepCounter:
         self._seen_warnings = len(self.warnings)
         self.cuda_syncs[self.step] += sum("synchroniz" in str(w.message) for w in new)
 
+    def enter_validation(self) -> None:
+        self._take_warnings()
+        self._step_before_validation, self.step = self.step, "validation"
+
+    def leave_validation(self) -> None:
+        self._take_warnings()
+        self.step = self._step_before_validation
+
     def finish(self) -> None:
         self._take_warnings()
 
@@ -97,6 +105,9 @@ def install(counter: StepCounter) -> None:
         return original_step(self, batch, batch_idx)
 
     ClassificationModule.training_step = training_step
+    # Reads during validation (a recipe that validates as it trains) are counted apart.
+    ClassificationModule.on_validation_start = lambda self: counter.enter_validation()
+    ClassificationModule.on_validation_end = lambda self: counter.leave_validation()
     # The module's hook runs after every callback's, so the last flush still counts as a step's.
     ClassificationModule.on_train_end = lambda self: counter.enter_step("after")
 
@@ -160,6 +171,8 @@ def summarise(counter: StepCounter, results: dict, log_every: int) -> dict:
         "cuda_syncs_per_flush_step": mean(flushes, "cuda_syncs") if torch.cuda.is_available() else None,
         "reads_by_kind": dict(kinds),
         "dataloader_reads_per_step": mean(per_step, "dataloader_reads"),
+        "reads_in_validation": sum(counter.reads["validation"].values()),
+        "cuda_syncs_in_validation": counter.cuda_syncs.get("validation", 0) if torch.cuda.is_available() else None,
         "reads_before_training": sum(counter.reads[None].values()),
         "reads_after_training": sum(counter.reads["after"].values()),
         "per_step": per_step,
@@ -170,6 +183,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the counts here")
     args, overrides = parser.parse_known_args()
+    if args.json:  # what a run cut short leaves: what it was
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"status": "running", "overrides": overrides}) + "\n")
     counter = StepCounter()
     install(counter)
     results = run_reslab(overrides, counter)
@@ -185,8 +201,9 @@ def main() -> None:
     )
     summary = summarise(counter, results, log_every)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps({**summary, "overrides": overrides}, indent=2) + "\n")
+        tmp.replace(args.json)
     print(f"reslab-train {' '.join(overrides) or '(defaults)'}: {summary['steps']} steps, {summary['status']}")
     print(f"host reads per step outside flushes : {summary['reads_per_step_outside_flushes']}")
     print(f"host reads per flush step           : {summary['reads_per_flush_step']}  (every {log_every} steps)")

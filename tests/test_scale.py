@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning.pytorch as pl
 import pytest
 from omegaconf import OmegaConf
 
-from reslab.distributed import check_trainer
+from reslab.checks import check_on_this_machine
 from reslab.errors import ConfigError
 from reslab.job import read_metrics_csv
 
@@ -117,6 +116,6 @@ def _lr(record: dict) -> float:
 
 def test_sync_batchnorm_on_cpu_fails_before_any_process_starts():
     cfg = OmegaConf.create({"trainer": {"sync_batchnorm": True}})
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", sync_batchnorm=True, logger=False)
+    settings = {"accelerator": "cpu", "devices": 2, "strategy": "ddp", "sync_batchnorm": True}
     with pytest.raises(ConfigError, match="sync_batchnorm=true needs GPUs"):
-        check_trainer(cfg, trainer)
+        check_on_this_machine(cfg, settings)

@@ -142,6 +142,34 @@ def test_every_job_records_its_throughput(train, tmp_path):
     assert speed["device"] == "cpu" and speed["peak_flops_per_s"] is None and speed["peak_fraction"] is None
 
 
+SLOW_SAVE_S = 3.0
+
+
+def test_a_slow_final_checkpoint_does_not_lower_the_recorded_throughput(train, tmp_path):
+    # A callback whose checkpoint saves take SLOW_SAVE_S: the timed stretch ends with the last
+    # training batch, so the save that ends training must not enter it.
+    (tmp_path / "slow_save.py").write_text(
+        "import time\nfrom pathlib import Path\nimport lightning.pytorch as pl\n\n\n"
+        "class SlowSave(pl.Callback):\n"
+        "    def on_save_checkpoint(self, trainer, pl_module, checkpoint):\n"
+        f"        time.sleep({SLOW_SAVE_S})\n"
+        "        Path('saves').open('a').write(f'{trainer.global_step}\\n')\n"
+    )
+    train(
+        "trainer.max_steps=12",
+        "logger=csv",
+        "hydra.run.dir=job",
+        "model.depth=8",
+        "callbacks.throughput.skip_steps=2",
+        "+callbacks.slow_save._target_=slow_save.SlowSave",
+    )
+    results = json.loads((tmp_path / "job" / "results.json").read_text())
+    assert set((tmp_path / "saves").read_text().split()) == {"12"}  # the final checkpoint, at the last step
+    speed = results["throughput"]
+    assert speed["steps_timed"] == 10
+    assert 0 < speed["seconds_timed"] < SLOW_SAVE_S
+
+
 def test_known_gpu_peaks_and_compute_dtypes():
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989e12
     assert peak_flops("NVIDIA H100 PCIe", "tf32") == 378e12

@@ -1,160 +1,317 @@
-"""The GPU check's summary: the key figures of benchmarks/gpu/results/*.json against their goals.
+"""The GPU check's summary, kept up to date while benchmarks/gpu/run.sh runs (standard library only).
 
-    python benchmarks/gpu/summary.py benchmarks/gpu/results [SECONDS_TAKEN] [--dry-run]
+    summary.py WORK OUT [--rehearsal] record STEP OUTCOME EXIT_CODE SECONDS   # a step ended
+    summary.py WORK OUT [--rehearsal] refresh STEP                            # STEP is running
+    summary.py WORK OUT [--rehearsal] finish SECONDS                          # the run ended
+    summary.py WORK OUT [--rehearsal] check                                   # the rehearsal's checks
 
-Writes summary.json beside the results and prints a Markdown table for benchmarks/README.md.
+WORK holds plan.tsv (the steps and their limits, in order), steps.jsonl (one line per ended
+step), results/STEP.json (each step's own JSON, written as the step goes) and logs/STEP.log.
+Each call rewrites OUT/summary.json (every step's outcome, its JSON, the key figures against
+their goals) and OUT/details.tar.gz (the results and logs), each atomically: whatever stops the
+run, OUT holds what had finished.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-import xml.etree.ElementTree as ElementTree
+import tarfile
+import time
 from pathlib import Path
+from xml.etree import ElementTree
+
+MAX_FILES_BACK = 8  # what the device tool brings back from $OUT
+ERROR_LINES = 25
 
 
-def load(results: Path, name: str) -> dict:
-    path = results / name
+def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
 
 
-def tests_outcome(results: Path) -> dict:
+def log_tail(work: Path, step: str, lines: int = ERROR_LINES) -> str:
     try:
-        suite = ElementTree.parse(results / "gpu_tests.xml").getroot()
+        return "\n".join((work / "logs" / f"{step}.log").read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def tests_outcome(path: Path) -> dict:
+    try:
+        root = ElementTree.parse(path).getroot()
     except (OSError, ElementTree.ParseError):
         return {}
-    suite = suite.find("testsuite") if suite.tag == "testsuites" else suite
+    suite = root.find("testsuite") if root.tag == "testsuites" else root
     counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
-    failed = [
-        case.get("name")
-        for case in suite.iter("testcase")
-        if case.find("failure") is not None or case.find("error") is not None
-    ]
-    return {**counts, "failed": failed}
+    cases = []
+    for case in suite.iter("testcase"):
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        skipped = case.find("skipped")
+        outcome = "failed" if bad is not None else "skipped" if skipped is not None else "ok"
+        row = {"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome}
+        if bad is not None:
+            row["error"] = "\n".join((bad.get("message", "") + "\n" + (bad.text or "")).splitlines()[-ERROR_LINES:])
+        cases.append(row)
+    return {
+        **counts,
+        "passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"],
+        "cases": cases,
+    }
 
 
-def figures(results: Path) -> list[tuple[str, str, str]]:
-    """(what, measured, goal) rows."""
-    rows = []
-    tests = tests_outcome(results)
-    if tests:
-        passed = tests["tests"] - tests["failures"] - tests["errors"] - tests["skipped"]
-        rows.append(
-            (
-                "gpu-marked tests",
-                f"{passed} passed, {tests['skipped']} skipped, {tests['failures'] + tests['errors']} failed "
-                + (f"({', '.join(tests['failed'])})" if tests["failed"] else ""),
-                "all pass",
-            )
-        )
-    syncs = load(results, "host_syncs.json")
-    if syncs:
-        rows.append(
-            (
-                "host reads / CUDA syncs per step between flushes",
-                f"{syncs.get('reads_per_step_outside_flushes')} / {syncs.get('cuda_syncs_per_step_outside_flushes')}",
-                "0 / 0",
-            )
-        )
-    cifar = load(results, "cifar_resnets.json")
-    for row in cifar.get("rows", []):
-        if "images_per_s" in row:
-            peak = f", {100 * row['peak_fraction']:.1f}% of peak" if row.get("peak_fraction") else ""
-            rows.append(
-                (
-                    f"CIFAR ResNet-{row['depth']} {row['variant']}, batch {row['batch_size']}",
-                    f"{row['images_per_s']:,.0f} images/s ({row['ms_per_step']:.2f} ms/step{peak})",
-                    "",
-                )
-            )
-        else:
-            rows.append((f"CIFAR ResNet-{row['depth']} {row['variant']}", row.get("skipped", "?"), ""))
-    for variant, projection in cifar.get("table6_projection", {}).items():
-        rows.append(
-            (
-                f"Table 6 grid ({projection['jobs']} jobs x 64k steps), one GPU, {variant}",
-                f"{projection['hours_one_after_another']} h one job after another",
-                "",
-            )
-        )
-    loop = load(results, "loop_overhead.json")
-    for case in loop.get("cases", []):
-        for loggers, by_statistic in case.get("results", {}).items():
-            row = by_statistic.get("median", {})
-            rows.append(
-                (
-                    f"ResLab / plain loop, {case['case']}, logger={loggers}",
-                    f"{row.get('speed_ratio', float('nan')):.3f}x speed",
-                    f">= {case['goal']}",
-                )
-            )
-    resnet50 = load(results, "resnet50.json")
-    if resnet50:
-        speed = resnet50.get("throughput") or {}
-        peak = f", {100 * speed['peak_fraction']:.1f}% of peak" if speed.get("peak_fraction") else ""
-        rows.append(
-            (
-                "ImageNet-shape ResNet-50 bf16, synthetic",
-                f"{speed.get('images_per_s', 'n/a')} images/s{peak}",
-                f">= {resnet50.get('goal_images_per_s')} (H100 class)",
-            )
-        )
-    packing = load(results, "jobs_per_gpu.json")
-    for row in packing.get("rows", []):
-        if "sweep_wall_s" in row:
-            rows.append(
-                (
-                    f"{row['jobs']} ResNet-20 jobs, jobs_per_gpu={row['jobs_per_gpu']}",
-                    f"{row['sweep_wall_s']} s, {row['images_per_s_whole_sweep']:,.0f} images/s over the sweep "
-                    f"({row['completed']}/{row['jobs']} completed)",
-                    "",
-                )
-            )
-        else:
-            rows.append((f"jobs_per_gpu={row['jobs_per_gpu']}", row.get("skipped", "?"), ""))
+def step_result(work: Path, step: str) -> dict:
+    if step == "tests":
+        return tests_outcome(work / "results" / "tests.xml")
+    return read_json(work / "results" / f"{step}.json")
+
+
+# ----------------------------------------------------------------------------- key figures
+
+
+def figures(steps: dict[str, dict]) -> list[dict]:
+    rows: list[dict] = []
+
+    def add(what: str, measured: object, goal: str = "") -> None:
+        rows.append({"what": what, "measured": measured, "goal": goal})
+
+    for name, step in steps.items():
+        result = step.get("result") or {}
+        try:
+            FIGURES.get(name, lambda r, a: None)(result, add)
+        except Exception as error:  # noqa: BLE001  (a figure that cannot be read must not lose the summary)
+            add(f"{name}: figures", f"unreadable ({type(error).__name__}: {error})")
     return rows
 
 
-def main() -> None:
-    results = Path(sys.argv[1])
-    seconds = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2].isdigit() else None
-    dry_run = "--dry-run" in sys.argv
-    steps = []
-    steps_file = results / "steps.tsv"
-    if steps_file.exists():
-        for line in steps_file.read_text().splitlines():
-            name, rc, took = line.split("\t")
-            steps.append({"step": name, "exit_code": int(rc), "seconds": int(took)})
-    device = next(
-        (
-            load(results, name).get("device")
-            for name in ("cifar_resnets.json", "resnet50.json", "jobs_per_gpu.json")
-            if load(results, name).get("device")
-        ),
-        "unknown",
-    )
-    rows = figures(results)
-    summary = {
+def setup_figures(r: dict, add) -> None:
+    if r:
+        add(
+            "machine",
+            f"{r.get('device')}, Python {r.get('python_version')}, torch {r.get('torch')}, "
+            f"Lightning {r.get('lightning')}; from the carried wheels: {len(r.get('installed_from_wheels', []))} packages",
+            "",
+        )
+
+
+def syncs_figures(r: dict, add) -> None:
+    if r.get("status"):
+        add(
+            "host reads / CUDA syncs per training step between flushes, Table 6 recipe",
+            f"{r.get('reads_per_step_outside_flushes')} / {r.get('cuda_syncs_per_step_outside_flushes')}",
+            "0 / 0",
+        )
+
+
+def loop_figures(r: dict, add) -> None:
+    if r.get("speed_ratio_median") is not None:
+        add(
+            f"ResLab / plain loop steady speed, {r.get('case')} ({r.get('repeats_done')} repeats)",
+            f"{r['speed_ratio_median']:.3f}x median ({r.get('speed_ratio_min', 0):.3f}-{r.get('speed_ratio_max', 0):.3f})",
+            f">= {r.get('goal')}",
+        )
+
+
+def resnet50_figures(r: dict, add) -> None:
+    for v in r.get("variants", []):
+        if v.get("outcome") == "ok":
+            add(
+                f"ResNet-50 {v.get('image_size')}px {v.get('compute_dtype')} channels_last, batch {v.get('batch_size')}",
+                f"{v.get('images_per_s')} images/s ({v.get('peak_fraction')} of peak)",
+                f">= {r.get('goal_images_per_s')}",
+            )
+
+
+def jobs_figures(r: dict, add) -> None:
+    for v in r.get("variants", []):
+        if v.get("outcome") == "ok":
+            add(
+                f"{v['jobs_per_gpu']} job(s) per GPU, {r.get('job')}",
+                f"{v.get('images_per_s_overlapping')} images/s together while overlapping "
+                f"({v.get('speedup_vs_one_job')}x one job); peak memory {v.get('peak_memory_max_gib')} GiB "
+                f"of a {v.get('memory_share_gib')} GiB share",
+                "",
+            )
+    projection = r.get("table6_projection") or {}
+    if projection.get("hours"):
+        add(
+            f"Table 6 grid ({projection['jobs']} jobs x {projection['steps_per_job']} steps), one GPU",
+            f"{projection['hours']} h ({projection['jobs_per_gpu']} per GPU; one after another "
+            f"{projection['hours_one_after_another']} h)",
+            "",
+        )
+
+
+def compile_figures(r: dict, add) -> None:
+    rows = {v.get("variant"): v for v in r.get("variants", [])}
+    first, resumed = rows.get("compiled run", {}), rows.get("resumed from its checkpoint", {})
+    if first:
+        add("speed.compile through reslab-train", f"{first.get('outcome')}: {first.get('images_per_s')} images/s", "")
+    if resumed:
+        add(
+            "compiled run resumed from its checkpoint",
+            f"{resumed.get('outcome')}: from step {resumed.get('resumed_from_step')} to {resumed.get('steps')}",
+            "",
+        )
+
+
+def tests_figures(r: dict, add) -> None:
+    if r:
+        failed = [c["test"] for c in r.get("cases", []) if c["outcome"] == "failed"]
+        add(
+            "gpu-marked tests",
+            f"{r['passed']} passed, {r['skipped']} skipped, {len(failed)} failed"
+            + (f" ({', '.join(failed)})" if failed else ""),
+            "all pass",
+        )
+
+
+def ddp_figures(r: dict, add) -> None:
+    for v in r.get("variants", []):
+        add(
+            "1-device DDP run",
+            f"{v.get('outcome')}: backend {v.get('backend')}, world size {v.get('world_size')}",
+            "nccl on a GPU",
+        )
+
+
+FIGURES = {
+    "setup": setup_figures,
+    "syncs": syncs_figures,
+    "loop": loop_figures,
+    "resnet50": resnet50_figures,
+    "jobs_per_gpu": jobs_figures,
+    "compile": compile_figures,
+    "tests": tests_figures,
+    "ddp": ddp_figures,
+}
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def plan(work: Path) -> list[tuple[str, int]]:
+    lines = (work / "plan.tsv").read_text().splitlines()
+    return [(name, int(limit)) for name, limit in (line.split("\t") for line in lines if line)]
+
+
+def build(work: Path, rehearsal: bool, running: str | None, seconds: int | None) -> dict:
+    ended = {}
+    if (work / "steps.jsonl").exists():
+        for line in (work / "steps.jsonl").read_text().splitlines():
+            record = json.loads(line)
+            ended[record["step"]] = record
+    steps = {}
+    for name, limit in plan(work):
+        record = ended.get(name) or {"step": name, "outcome": "running" if name == running else "not started"}
+        steps[name] = {**record, "limit_s": limit, "result": step_result(work, name)}
+    device = next((s["result"].get("device") for s in steps.values() if s["result"].get("device")), None)
+    return {
+        "what": "ResLab's GPU check (benchmarks/gpu/run.sh)"
+        + (", rehearsed on the CPU: not GPU figures" if rehearsal else ""),
+        "rehearsal": rehearsal,
         "device": device,
-        "dry_run": dry_run,
+        "updated": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "finished": seconds is not None,
         "seconds": seconds,
-        "steps": steps,
-        "figures": [{"what": w, "measured": m, "goal": g} for w, m, g in rows],
+        "limit_s": sum(limit for _, limit in plan(work)),
+        "outcomes": {name: step["outcome"] for name, step in steps.items()},
+        "figures": figures(steps),
+        "steps": list(steps.values()),
     }
-    (results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write(work: Path, out: Path, summary: dict) -> None:
+    write_atomically(out / "summary.json", lambda h: h.write((json.dumps(summary, indent=1) + "\n").encode()))
+
+    def pack(handle) -> None:
+        with tarfile.open(fileobj=handle, mode="w:gz") as tar:
+            for folder in ("results", "logs"):
+                if (work / folder).is_dir():
+                    tar.add(work / folder, arcname=folder)
+
+    write_atomically(out / "details.tar.gz", pack)
+
+
+def check(out: Path, work: Path) -> int:
+    """The rehearsal's checks: what comes back fits the device tool, and every step ran and passed."""
+    files = [p for p in out.rglob("*") if p.is_file()]
+    summary = read_json(out / "summary.json")
+    problems = []
+    if len(files) > MAX_FILES_BACK:
+        problems.append(f"{len(files)} files under {out}, more than the {MAX_FILES_BACK} that come back")
+    outcomes = summary.get("outcomes", {})
+    for name, _ in plan(work):
+        if name not in outcomes:
+            problems.append(f"the summary does not name the step {name}")
+        elif outcomes[name] != "ok":
+            problems.append(f"step {name}: {outcomes[name]}")
+        elif name != "setup" and not step_result(work, name):
+            problems.append(f"step {name} wrote no results")
+        variants = step_result(work, name).get("variants") or step_result(work, name).get("cases") or []
+        for row in variants:
+            if row.get("outcome") == "failed":
+                problems.append(f"step {name}, {row.get('variant') or row.get('test')}: failed\n{row.get('error', '')}")
+        if variants and not any(row.get("outcome") == "ok" for row in variants):
+            problems.append(f"step {name}: no variant ran")
+    for problem in problems:
+        print(f"rehearsal: {problem}")
     print(
-        f"\nGPU check on {device}{' (dry run on the CPU: figures are not GPU numbers)' if dry_run else ''}, "
-        f"{seconds} s in all"
+        f"rehearsal: {len(files)} files in {out} ({', '.join(sorted(p.name for p in files))}); "
+        + ("passed" if not problems else "FAILED")
     )
-    for step in steps:
-        print(f"  {step['step']:<14} exit {step['exit_code']:<4} {step['seconds']:>4} s")
+    return 1 if problems else 0
+
+
+def print_table(summary: dict) -> None:
+    print(
+        f"\nGPU check on {summary['device'] or '?'}{' (rehearsal on the CPU)' if summary['rehearsal'] else ''}: "
+        f"{summary['seconds']} s of {summary['limit_s']} s"
+    )
+    for step in summary["steps"]:
+        print(f"  {step['step']:<14} {step['outcome']:<11} {step.get('seconds', '-'):>4} s of {step['limit_s']}")
     print("\n| what | measured | goal |\n|---|---|---|")
-    for what, measured, goal in rows:
-        print(f"| {what} | {measured} | {goal} |")
+    for row in summary["figures"]:
+        print(f"| {row['what']} | {row['measured']} | {row['goal']} |")
+
+
+def main() -> int:
+    args = sys.argv[1:]
+    rehearsal = "--rehearsal" in args
+    args = [a for a in args if a != "--rehearsal"]
+    work, out, command, rest = Path(args[0]), Path(args[1]), args[2], args[3:]
+    running = seconds = None
+    if command == "record":
+        name, outcome, exit_code, took = rest
+        record = {"step": name, "outcome": outcome, "exit_code": int(exit_code), "seconds": int(took)}
+        if outcome in ("failed", "timed_out"):
+            record["error"] = log_tail(work, name)
+        with open(work / "steps.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    elif command == "refresh":
+        running = rest[0]
+    elif command == "finish":
+        seconds = int(rest[0])
+    elif command == "check":
+        return check(out, work)
+    summary = build(work, rehearsal, running, seconds)
+    write(work, out, summary)
+    if command == "finish":
+        print_table(summary)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,8 @@ Recorded in results.json under `throughput` (through `job_facts`) and shown in t
     images_per_s      training images per second, all devices together
     steps_timed       the training batches the figure covers (the first `skip_steps` are left
                       out: compilation, cuDNN's algorithm search and caches warming up)
-    seconds_timed     their wall time, validation excluded
+    seconds_timed     their wall time, from the end of the last skipped batch to the end of the
+                      last training batch: validation and the final checkpoint are left out
     macs_per_image    multiply-adds of one forward pass (as results.json `flops`)
     flops_per_s       6 x macs_per_image x images_per_s: a multiply-add is 2 FLOPs and a
                       training step costs about 3 forward passes (forward 1, backward 2)
@@ -106,6 +107,9 @@ class TrainingThroughput(pl.Callback):
     ) -> None:
         self._batches += 1
         self._images += _batch_size(batch)
+        # Where the timed stretch ends if this batch is the last: before the checkpoint that
+        # ModelCheckpoint (a later callback) or the end of training saves.
+        self._clock.lap()
         if not self._skipped and self._batches == self.skip_steps:
             # The timed stretch starts after the warm-up steps; a shorter run is timed whole.
             self._skipped, self._batches, self._images = self._batches, 0, 0
@@ -121,7 +125,7 @@ class TrainingThroughput(pl.Callback):
             self._clock.start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._clock.stop()
+        self._clock.stop_at_lap()
 
     def job_facts(self) -> dict[str, Any]:
         seconds = self._clock.seconds
@@ -153,21 +157,41 @@ class TrainingThroughput(pl.Callback):
 class Stopwatch:
     """Seconds of stretches of training, stopped and started around validations. On a GPU
     the marks are CUDA events recorded in the stream, so the host never waits for the device
-    and queued work counts where it runs; `seconds` reads them once the work is done."""
+    and queued work counts where it runs; `seconds` reads them once the work is done.
+    `lap` marks where the running stretch ends if nothing more is timed: `stop_at_lap` closes
+    it there (at the end of the last training batch), not at the moment it is called."""
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self._stretches: list[tuple[Any, Any]] = []
         self._start: Any = None
+        self._lap: Any = None
 
     def start(self) -> None:
         if self._start is None:
             self._start = self._mark()
+            self._lap = None
 
     def stop(self) -> None:
         if self._start is not None:
             self._stretches.append((self._start, self._mark()))
             self._start = None
+
+    def lap(self) -> None:
+        if self._start is None:
+            return
+        if self.cuda:
+            # One event re-recorded each batch: no allocation per step, nothing waits.
+            self._lap = self._lap or torch.cuda.Event(enable_timing=True)
+            self._lap.record()
+        else:
+            self._lap = time.perf_counter()
+
+    def stop_at_lap(self) -> None:
+        """Close the running stretch at its last lap; one with no lap since it started timed nothing."""
+        if self._start is not None and self._lap is not None:
+            self._stretches.append((self._start, self._lap))
+        self._start = self._lap = None
 
     def _mark(self) -> Any:
         if not self.cuda:

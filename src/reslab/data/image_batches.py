@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torchcodec.decoders import decode_image, decode_jpeg
 from torchvision.datasets import ImageFolder
 from torchvision.transforms.v2 import functional as TF
 
@@ -55,6 +54,8 @@ CPU_PART = 4
 def decode_rgb(data: Tensor) -> Tensor:
     """One image's encoded bytes (1-D uint8) to a uint8 (3, H, W) RGB tensor on the CPU; the format
     is detected from the bytes, not the file name. Animated formats give their first frame."""
+    from torchcodec.decoders import decode_image  # imported where used: only image folders need TorchCodec
+
     image = decode_image(data, mode="RGB")
     return image[0] if image.dim() == 4 else image
 
@@ -180,6 +181,8 @@ class BatchDecoder:
 
     def decode(self, files: list[Tensor], paths: list[str], device: torch.device) -> list[Tensor | None]:
         """uint8 (3, H, W) RGB images on `device`, None where a file cannot be decoded."""
+        from torchcodec.decoders import decode_jpeg  # imported where used: only image folders need TorchCodec
+
         if not files:
             return []
         try:
@@ -190,6 +193,8 @@ class BatchDecoder:
             return [self.decode_one(data, path, device) for data, path in zip(files, paths, strict=True)]
 
     def decode_one(self, data: Tensor, path: str, device: torch.device) -> Tensor | None:
+        from torchcodec.decoders import decode_jpeg
+
         try:
             if device.type == "cuda" and bytes(data[:3].tolist()) == b"\xff\xd8\xff":
                 return decode_jpeg(data, mode="RGB", device=device)
