@@ -27,6 +27,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from reslab.atomic_files import atomic_writer
+
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.csv"
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
@@ -208,11 +210,9 @@ if not OmegaConf.has_resolver(FOLDER_RESOLVER):
 
 def write_results(job_dir: Path, results: Mapping[str, Any]) -> Path:
     path = Path(job_dir) / RESULTS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    # Written to a temporary name first so a reader never sees half a file.
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    tmp.replace(path)
+    # Replaced atomically: a reader never sees half a file, a crash leaves the previous record.
+    with atomic_writer(path) as handle:
+        handle.write((json.dumps(results, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
     return path
 
 
