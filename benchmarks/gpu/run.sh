@@ -108,7 +108,7 @@ rehearsal_python() {
     fi
 }
 # The rehearsal runs under the GPU run's limits; on a CPU that other work keeps busy,
-# RESLAB_REHEARSAL_TIME_SCALE=N stretches them N times (CI runs with 1, the default).
+# RESLAB_REHEARSAL_TIME_SCALE=N stretches them N times (.ci/run uses 2: the CPU forms of the tests and DDP steps need more than their GPU limits on 2 cores).
 TIME_SCALE=1
 if ((REHEARSE)); then
     TIME_SCALE=${RESLAB_REHEARSAL_TIME_SCALE:-1}
