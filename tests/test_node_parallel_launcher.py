@@ -468,6 +468,27 @@ def test_sigterm_reaches_the_running_jobs_and_nothing_more_starts(tmp_path):
     assert "sweep stopped by SIGTERM; 1 job(s) were not started" in stdout + stderr
 
 
+def test_the_jobs_end_when_their_sweep_is_killed_outright(tmp_path):
+    # SIGKILL of the launcher leaves no handler to pass anything on: each job process watches
+    # its stdin from the launcher, and its end of file ends the job (SIGTERM, as a requeue would).
+    process = start_sweep(
+        tmp_path, "hydra.launcher.gpus=[]", "hydra.launcher.max_parallel=2", "+x=1,2", "sleep_s=300", "rendezvous=2"
+    )
+    rendezvous = tmp_path / "rendezvous"
+    deadline = time.time() + 90
+    while time.time() < deadline and len(list(rendezvous.glob("*")) if rendezvous.exists() else []) < 2:
+        time.sleep(0.1)
+    process.kill()
+    process.wait()
+    deadline = time.time() + 60
+    ended = [job_dir(tmp_path, num) / "got_sigterm" for num in (0, 1)]
+    while time.time() < deadline and not all(path.exists() for path in ended):
+        time.sleep(0.1)
+    process.stdout.close()
+    process.stderr.close()
+    assert [path.exists() for path in ended] == [True, True]
+
+
 # ----------------------------------------------------------------------------- reslab's own sweeps
 
 

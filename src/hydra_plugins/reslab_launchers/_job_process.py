@@ -1,6 +1,8 @@
 """A node_parallel job's own process: `python -m <this module> PAYLOAD` runs one job;
 `python -m <this module> --serve FD` runs a slot's jobs one after another, each named by a line
-PAYLOAD on stdin, writing `done` to the pipe FD after each.
+PAYLOAD on stdin, writing `done` to the pipe FD after each, until an empty line. Stdin is also
+its lifeline: its end of file without that empty line means the launcher is gone (even killed
+by SIGKILL), and the running job is ended as a signal from the launcher would end it.
 
 The launcher starts it with the job's devices and thread counts already in its environment, so
 whatever the job imports (torch, CUDA) sees only them. It holds the job to its share of a shared
@@ -16,11 +18,17 @@ import gc
 import logging
 import os
 import pickle
+import queue
+import signal
 import sys
+import threading
+import time
 import traceback
 from pathlib import Path
 
 GPU_MEMORY_FRACTION_ENV = "RESLAB_GPU_MEMORY_FRACTION"
+# How long a job whose launcher died may take to save its state and exit before it is killed.
+ORPHAN_GRACE_S = 60
 # Named explicitly: run with `python -m`, this module is `__main__`.
 log = logging.getLogger("hydra_plugins.reslab_launchers.job")
 
@@ -108,18 +116,36 @@ def _save_result(path: Path, job_return) -> None:
 
 
 def serve(replies_fd: int) -> None:
-    """Run the jobs named on stdin one after another until stdin closes."""
+    """Run the jobs named on stdin one after another until an empty line (or the lifeline's end)."""
+    payloads: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    threading.Thread(target=_read_payloads, args=(payloads,), daemon=True).start()
     with os.fdopen(replies_fd, "w") as replies:
-        for line in sys.stdin:
+        while payload := payloads.get():
             # A DDP rank that Lightning starts runs this process's command line again: this job.
-            sys.argv[1:] = [line.rstrip("\n")]
+            sys.argv[1:] = [payload]
             try:
-                main(sys.argv[1])
+                main(payload)
             except Exception:  # noqa: BLE001 - no result: the launcher reports the job as lost
                 log.exception("The job could not be run")
             gc.collect()  # the last job's network and data, before the next job builds its own
             replies.write("done\n")
             replies.flush()
+
+
+def _read_payloads(payloads: queue.SimpleQueue) -> None:
+    for line in sys.stdin:
+        if not line.strip():  # the launcher has no more jobs for this slot
+            payloads.put(None)
+            return
+        payloads.put(line.strip())
+    # End of file without the empty line: the launcher died. End the job and what it started
+    # (its process group: DDP ranks) as SIGTERM ends it, so that its record says interrupted and
+    # no job trains on unwatched; whatever outlasts the grace is killed.
+    payloads.put(None)
+    log.error("The launcher is gone: ending this job")
+    os.killpg(0, signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_S)
+    os.killpg(0, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,8 @@ class _Job:
 class _Worker:
     """A slot's job process, in a process group of its own so that what a job starts (DDP ranks)
     ends with it. It runs the jobs written to its stdin one after another (_job_process --serve),
-    saying so on a pipe after each; one that is not `reused` is told to exit after its job."""
+    saying so on a pipe after each, until told that no more come (an empty line) — right after
+    its first job unless it is `reused`."""
 
     def __init__(self, env: dict[str, str], reused: bool) -> None:
         self.env, self.reused = env, reused
@@ -252,10 +253,8 @@ class _Worker:
             os.close(replies_end)
             self._replies = os.fdopen(replies, "rb")
         with contextlib.suppress(BrokenPipeError):  # died already: wait_for says how
-            self.process.stdin.write(f"{job.payload}\n".encode())
+            self.process.stdin.write(f"{job.payload}\n{'' if self.reused else chr(10)}".encode())
             self.process.stdin.flush()
-            if not self.reused:
-                self.process.stdin.close()
         return self.process
 
     def wait_for(self) -> int | None:
@@ -269,6 +268,7 @@ class _Worker:
         if self.process is None:
             return None
         with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.write(b"\n")  # no more jobs; closing stdin alone would end a running one
             self.process.stdin.close()
         try:
             exit_code = self.process.wait(timeout=CLOSE_TIMEOUT_S)
