@@ -36,6 +36,9 @@ def main() -> None:
 def train_job(cfg: DictConfig) -> float | None:
     # Here, not in main(): this runs in every process that runs a job (a launcher's workers too).
     quiet_console()
+    # No cycle collection while torch, Lightning and the task's modules are imported: each pass
+    # would walk the objects they create again and again (benchmarks/README.md, "Start-up").
+    gc.disable()
     from reslab.checks import check_choice
     from reslab.errors import ConfigError
     from reslab.tasks import TASKS, task_function
@@ -51,6 +54,7 @@ def train_job(cfg: DictConfig) -> float | None:
     # exists also holds an earlier job's objects (a launcher's process runs several jobs).
     if not gc.get_freeze_count():
         gc.freeze()
+    gc.enable()
     return task(cfg)
 
 
