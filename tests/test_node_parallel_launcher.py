@@ -24,14 +24,9 @@ from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from omegaconf import OmegaConf
 
-from hydra_plugins.reslab_launchers.node_parallel_launcher import (
-    NodeParallelLauncher,
-    NodeParallelLauncherConf,
-    available_cpus,
-    plan_node,
-    visible_gpu_ids,
-)
+from hydra_plugins.reslab_launchers.node_parallel_launcher import NodeParallelLauncher, NodeParallelLauncherConf
 from reslab.errors import ConfigError
+from reslab.node_plan import available_cpus, plan_node, visible_gpu_ids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -383,6 +378,22 @@ def test_without_gpus_one_job_runs_per_core_and_the_threads_follow_the_jobs():
 def test_plans_that_would_share_or_lack_gpus_are_refused(gpus, gpus_per_job, jobs_per_gpu, max_parallel, allowed):
     with pytest.raises(ConfigError, match=allowed):
         plan_node(gpus=gpus, gpus_per_job=gpus_per_job, jobs_per_gpu=jobs_per_gpu, max_parallel=max_parallel)
+
+
+def test_a_sweep_asking_the_node_for_what_it_cannot_give_is_refused_before_any_job(train, tmp_path):
+    proc = train(
+        "-m",
+        "model.depth=8,20",
+        "hydra/launcher=node_parallel",
+        "hydra.launcher.gpus=[0]",
+        "hydra.launcher.gpus_per_job=2",
+        "hydra.sweep.dir=sweep",
+        check=False,
+    )
+    said = proc.stdout + proc.stderr
+    assert proc.returncode == 2, said
+    assert "hydra.launcher.gpus_per_job=2 needs that many GPUs" in said
+    assert "Traceback" not in said and not list((tmp_path / "sweep").glob("*/.hydra"))
 
 
 def test_the_project_preset_extends_the_plugin_and_changes_only_the_start_order():

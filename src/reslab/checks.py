@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from reslab.cluster import GPU_ACCELERATORS, is_slurm_launcher
 from reslab.errors import ConfigError
+from reslab.node_plan import plan_node
 from reslab.speed import MATMUL_PRECISIONS
 from reslab.tasks import TASKS
 
@@ -129,7 +130,9 @@ def check_settings(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
         check_optimizer_ranges(cfg)
     check_output_folder(cfg)
     check_speed(**(cfg.get("speed") or {}))
-    check_cluster_layout(launcher if launcher is not None else OmegaConf.select(cfg, "hydra.launcher"), cfg.trainer)
+    launcher = launcher if launcher is not None else OmegaConf.select(cfg, "hydra.launcher")
+    check_cluster_layout(launcher, cfg.trainer)
+    check_node_layout(launcher)
 
 
 def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -449,6 +452,16 @@ def check_speed(
             f"speed.float32_matmul_precision={float32_matmul_precision!r} is not allowed; "
             f"use one of {', '.join(MATMUL_PRECISIONS)}"
         )
+
+
+def check_node_layout(launcher: DictConfig | None) -> None:
+    """Raise ConfigError when this node cannot be shared as a node_parallel `launcher` asks
+    (reslab.node_plan: GPUs it lacks, a GPU listed twice, counts below 1). Any other launcher,
+    or none: nothing to check."""
+    if launcher is None or not str(launcher.get("_target_")).endswith(".NodeParallelLauncher"):
+        return
+    keys = ("gpus", "gpus_per_job", "jobs_per_gpu", "max_parallel", "threads_per_job")
+    plan_node(**{key: launcher[key] for key in keys if key in launcher})
 
 
 def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> None:

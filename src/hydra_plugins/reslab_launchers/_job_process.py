@@ -1,15 +1,11 @@
-"""A node_parallel job's own process: `python -m <this module> PAYLOAD` runs one job;
-`python -m <this module> --serve FD` runs a slot's jobs one after another, each named by a line
-PAYLOAD on stdin, writing `done` to the pipe FD after each, until an empty line. Stdin is also
-its lifeline: its end of file without that empty line means the launcher is gone (even killed
-by SIGKILL), and the running job is ended as a signal from the launcher would end it.
-
-The launcher starts it with the job's devices and thread counts already in its environment, so
-whatever the job imports (torch, CUDA) sees only them. It holds the job to its share of a shared
-GPU, runs the job as Hydra's launchers do (`run_job`) and pickles the JobReturn beside PAYLOAD
-(`result_path`): a failed job's exception included, and a job that ended the process
-(`sys.exit`) as failed with the error it exited on. The leading underscore keeps Hydra's plugin
-scan from importing it.
+"""A node_parallel job's own process. `python -m <this module> --serve FD` runs the jobs named by
+lines PAYLOAD on stdin one after another until an empty line, writing `done` to the pipe FD after
+each; `python -m <this module> PAYLOAD` runs one (as a DDP rank that Lightning starts does).
+Stdin is also its lifeline: its end without the empty line means the launcher is gone (even
+killed by SIGKILL), and the running job is ended as SIGTERM ends it. A job runs as Hydra's
+launchers run one (`run_job`), held to its share of a shared GPU; its JobReturn is pickled
+beside PAYLOAD (`result_path`), a job that ended the process (`sys.exit`) as failed. The leading
+underscore keeps Hydra's plugin scan from importing it.
 """
 
 from __future__ import annotations
@@ -26,25 +22,12 @@ import time
 import traceback
 from pathlib import Path
 
-GPU_MEMORY_FRACTION_ENV = "RESLAB_GPU_MEMORY_FRACTION"
+from reslab.node_plan import hold_to_gpu_share
+
 # How long a job whose launcher died may take to save its state and exit before it is killed.
 ORPHAN_GRACE_S = 60
 # Named explicitly: run with `python -m`, this module is `__main__`.
 log = logging.getLogger("hydra_plugins.reslab_launchers.job")
-
-
-def _cap_gpu_memory() -> None:
-    """Hold this job to its share of a GPU that other jobs use at the same time."""
-    fraction = float(os.environ.get(GPU_MEMORY_FRACTION_ENV) or 1)
-    if fraction >= 1:
-        return
-    import torch
-
-    if torch.cuda.is_available():
-        # A DDP rank that Lightning started trains on the visible device of its local rank.
-        device = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
-        torch.cuda.set_per_process_memory_fraction(fraction, device)
-        log.info("GPU %d shared: this job may use %.0f%% of its memory", device, 100 * fraction)
 
 
 def result_path(payload_path: str | Path) -> Path:
@@ -63,7 +46,7 @@ def main(payload_path: str) -> None:
     setup_globals()
     Singleton.set_state(job["singleton_state"])
     config = job["config"]
-    _cap_gpu_memory()
+    hold_to_gpu_share()
     error: BaseException | None = None
     try:
         job_return = run_job(

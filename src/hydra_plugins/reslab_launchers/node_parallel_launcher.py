@@ -1,21 +1,14 @@
 """`hydra/launcher=node_parallel`: run the jobs of a multirun side by side on one node.
 
-What Hydra's launchers do, plus what only a launcher can. Every job runs in a process whose
-environment pins it to its devices before torch is imported (CUDA_VISIBLE_DEVICES and
-RESLAB_ASSIGNED_DEVICES: the job's GPU ids; RESLAB_GPU_MEMORY_FRACTION: 1 / jobs_per_gpu, the
-share of a shared GPU's memory its process lets PyTorch use; OMP/MKL/OPENBLAS_NUM_THREADS:
-threads_per_job). GPUs are cut into slots of `gpus_per_job` ids, each shared by `jobs_per_gpu`
-jobs; without GPUs a slot is a CPU core (a small network uses a core far better alone than
-split across threads). Jobs are composed when the launch begins and, with `longest_first_by`,
-the longest start first so that short ones fill the gaps at the end. On CPU slots a process
-goes on to its slot's next job (`reuse_processes`): torch and Lightning are imported once per slot.
-
-Faults stay inside their job: one that raises, exits or is killed (even by SIGKILL) is reported
-failed, its process group killed (its DDP ranks), its record marked failed if it had no final
-one (reslab.job.record_lost), and its slot gets a fresh process; the others run on and Hydra
-then raises the first failure, as with its basic launcher. SIGINT, SIGTERM and SIGHUP are
-passed on to the running jobs (a second one kills them), nothing more starts, and the launcher
-exits with 128 + the signal's number.
+What Hydra's launchers do, plus what only a launcher can: each job runs in a process of its own
+whose environment holds it to its slot of the node (reslab.node_plan) before torch is imported;
+jobs are composed up front and, with `longest_first_by`, the longest start first; on CPU slots a
+process goes on to its slot's next job (`reuse_processes`), importing torch and Lightning once.
+A job that raises, exits or is killed is reported failed, its process group killed (its DDP
+ranks) and, without a final record, its record marked failed (reslab.job.record_lost); the others
+run on, and Hydra raises the first failure as with its basic launcher. SIGINT, SIGTERM and SIGHUP
+are passed on to the running jobs (a second one kills them), nothing more starts, and the
+launcher exits with 128 + the signal's number.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it
@@ -31,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,14 +37,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hydra_plugins.reslab_launchers._job_process import GPU_MEMORY_FRACTION_ENV, result_path
+from hydra_plugins.reslab_launchers._job_process import result_path
 from reslab import job as job_files
-from reslab.errors import ConfigError
+from reslab.node_plan import NodePlan, plan_node
 
 log = logging.getLogger(__name__)
 
-ASSIGNED_DEVICES_ENV = "RESLAB_ASSIGNED_DEVICES"
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 JOB_PROCESS_MODULE = "hydra_plugins.reslab_launchers._job_process"
 # Signals passed on to the jobs (in process groups of their own, a terminal's Ctrl-C or hang-up
 # reaches only the launcher).
@@ -90,114 +80,6 @@ class NodeParallelLauncherConf:
 ConfigStore.instance().store(
     group="hydra/launcher", name="reslab_node_parallel", node=NodeParallelLauncherConf, provider="reslab_launchers"
 )
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    """How a node is shared: one device slot per concurrently running job."""
-
-    slots: tuple[tuple[str, ...], ...]
-    threads_per_job: int
-    # Share of its GPUs' memory each job may use (1.0 unless jobs_per_gpu > 1).
-    gpu_memory_fraction: float = 1.0
-
-    @property
-    def max_parallel(self) -> int:
-        return len(self.slots)
-
-    def describe(self) -> str:
-        if not any(self.slots):
-            return f"{self.max_parallel} at a time on the CPU cores"
-        slots = ", ".join(f"GPU {','.join(slot)} x{n}" for slot, n in Counter(self.slots).items())
-        return f"{self.max_parallel} at a time on {slots}, {self.gpu_memory_fraction:.0%} of GPU memory each"
-
-    def environment(self, slot: Sequence[str]) -> dict[str, str]:
-        """A job's process environment: this process's, with the slot's devices and threads."""
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(slot), ASSIGNED_DEVICES_ENV: ",".join(slot)}
-        env.update({name: str(self.threads_per_job) for name in THREAD_ENV_VARS})
-        env.pop(GPU_MEMORY_FRACTION_ENV, None)
-        if slot:
-            env[GPU_MEMORY_FRACTION_ENV] = f"{self.gpu_memory_fraction:.4g}"
-        return env
-
-
-def visible_gpu_ids() -> list[str]:
-    """The GPUs this process may use, named as CUDA_VISIBLE_DEVICES names them."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        ids = []
-        for gpu in visible.split(","):  # CUDA ignores all from the first invalid entry on ("-1")
-            if not gpu.strip() or gpu.strip().startswith("-"):
-                break
-            ids.append(gpu.strip())
-        return ids
-    try:
-        import torch
-    except ImportError:
-        return []
-    return [str(index) for index in range(torch.cuda.device_count())]
-
-
-def available_cpus() -> int:
-    """CPU cores this process may run on (respects cpusets, e.g. a SLURM allocation)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no sched_getaffinity outside Linux
-        return os.cpu_count() or 1
-
-
-def plan_node(
-    gpus: Sequence[Any] | None,
-    gpus_per_job: int = 1,
-    jobs_per_gpu: int = 1,
-    max_parallel: int | None = None,
-    threads_per_job: int | None = None,
-    cpus: int | None = None,
-    num_jobs: int | None = None,
-) -> NodePlan:
-    """Cut the node's GPUs into slots of `gpus_per_job` ids, `jobs_per_gpu` jobs to a slot (one
-    job per CPU core without GPUs), and divide the CPU threads among the jobs that run at once
-    (no more than `num_jobs`, the sweep's jobs, when given)."""
-    gpu_ids = visible_gpu_ids() if gpus is None else [str(gpu) for gpu in gpus]
-    cpus = cpus or available_cpus()
-    if len(set(gpu_ids)) != len(gpu_ids):
-        raise ConfigError(f"hydra.launcher.gpus lists a GPU twice: {gpu_ids}; list each id once")
-    for key, value, meaning in (
-        ("gpus_per_job", gpus_per_job, ""),
-        ("jobs_per_gpu", jobs_per_gpu, " (jobs sharing one GPU at once)"),
-        ("max_parallel", max_parallel, " or null (every slot)"),
-        ("threads_per_job", threads_per_job, " or null (cores / jobs at once)"),
-    ):
-        if value is not None and value < 1:
-            raise ConfigError(f"hydra.launcher.{key} must be >= 1{meaning}, got {value}")
-    memory_fraction = 1.0
-    if gpu_ids:
-        if len(gpu_ids) < gpus_per_job:
-            raise ConfigError(
-                f"hydra.launcher.gpus_per_job={gpus_per_job} needs that many GPUs, but only {gpu_ids} are "
-                "available; lower gpus_per_job or list more hydra.launcher.gpus"
-            )
-        gpu_slots = [
-            tuple(gpu_ids[i : i + gpus_per_job]) for i in range(0, len(gpu_ids) - gpus_per_job + 1, gpus_per_job)
-        ]
-        if len(gpu_ids) % gpus_per_job:
-            idle = gpu_ids[len(gpu_slots) * gpus_per_job :]
-            log.warning("GPUs %s stay idle: they do not fill a slot of gpus_per_job=%d", idle, gpus_per_job)
-        # Round robin: the first jobs spread over the GPUs before any GPU gets a second one.
-        slots = [slot for _ in range(jobs_per_gpu) for slot in gpu_slots]
-        if max_parallel is not None and max_parallel > len(slots):
-            raise ConfigError(
-                f"hydra.launcher.max_parallel={max_parallel} jobs would share GPUs beyond jobs_per_gpu={jobs_per_gpu}: "
-                f"GPUs {gpu_ids} with gpus_per_job={gpus_per_job} give {len(slots)} slot(s); set max_parallel <= "
-                f"{len(slots)} or null, or raise hydra.launcher.jobs_per_gpu"
-            )
-        memory_fraction = 1.0 / jobs_per_gpu
-    else:
-        # Small networks use a core far better alone than split across threads: one job per core.
-        slots = [()] * (max_parallel or cpus)
-    running = min(max_parallel or len(slots), num_jobs or len(slots), len(slots))
-    slots = slots[: max(running, 1)]
-    return NodePlan(tuple(slots), threads_per_job or max(1, cpus // len(slots)), memory_fraction)
 
 
 def how_it_ended(exit_code: int) -> str:
@@ -282,20 +164,9 @@ class _Worker:
 
 
 class NodeParallelLauncher(Launcher):
-    def __init__(
-        self,
-        gpus: Sequence[Any] | None = None,
-        gpus_per_job: int = 1,
-        jobs_per_gpu: int = 1,
-        max_parallel: int | None = None,
-        threads_per_job: int | None = None,
-        longest_first_by: str | None = None,
-        reuse_processes: bool | None = None,
-    ) -> None:
-        self.gpus = None if gpus is None else list(gpus)
-        self.gpus_per_job, self.jobs_per_gpu = gpus_per_job, jobs_per_gpu
-        self.max_parallel, self.threads_per_job = max_parallel, threads_per_job
+    def __init__(self, longest_first_by: str | None = None, reuse_processes: bool | None = None, **plan: Any) -> None:
         self.longest_first_by, self.reuse_processes = longest_first_by, reuse_processes
+        self.plan = plan  # gpus, gpus_per_job, jobs_per_gpu, max_parallel, threads_per_job: see plan_node
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -313,20 +184,10 @@ class NodeParallelLauncher(Launcher):
         # Resolving the sweep dir here also fixes ${now:...} for every job's config.
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        plan = plan_node(
-            self.gpus,
-            self.gpus_per_job,
-            self.jobs_per_gpu,
-            self.max_parallel,
-            self.threads_per_job,
-            num_jobs=len(job_overrides),
-        )
+        plan = plan_node(**self.plan, num_jobs=len(job_overrides))
         log.info(
-            "Launching %d jobs on this node, %s, %d thread(s) per job; sweep output dir: %s",
-            len(job_overrides),
-            plan.describe(),
-            plan.threads_per_job,
-            sweep_dir,
+            f"Launching {len(job_overrides)} jobs on this node, {plan.describe()}, {plan.threads_per_job} thread(s) "
+            f"per job; sweep output dir: {sweep_dir}"
         )
         self._stop_signal = None
         with tempfile.TemporaryDirectory(prefix="reslab-node-parallel-") as workdir:
