@@ -34,6 +34,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import setup_globals
 from omegaconf import DictConfig, open_dict
 
+from reslab.atomic_files import atomic_writer
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
@@ -98,15 +100,12 @@ def save_job_config(cfg: DictConfig, job_dir: Path) -> Path:
     with open_dict(config):
         config.hydra = copy.deepcopy(HydraConfig.get())
     path = Path(job_dir) / RERUN_CONFIG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
     import cloudpickle
 
-    with partial.open("wb") as file:
+    with atomic_writer(path) as file:  # whole or not at all: ranks read it while rank 0 waits for them
         # cloudpickle: a launcher plugin's config class that Hydra's plugin scan loaded outside
         # sys.modules (node_parallel) cannot be pickled by name; plain pickle reads the result.
         cloudpickle.dump(config, file, protocol=4)
-    partial.replace(path)  # whole or not at all: ranks read it while rank 0 waits for them
     return path
 
 

@@ -19,7 +19,6 @@ from reslab.errors import ConfigError
 
 log = logging.getLogger("reslab")
 
-ASSIGNED_DEVICES_ENV = "RESLAB_ASSIGNED_DEVICES"
 # Share of a shared GPU's memory the job's process lets PyTorch use (1 / jobs_per_gpu).
 GPU_MEMORY_FRACTION_ENV = "RESLAB_GPU_MEMORY_FRACTION"
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -46,7 +45,7 @@ class NodePlan:
 
     def environment(self, slot: Sequence[str]) -> dict[str, str]:
         """A job's process environment: this process's, with the slot's devices and threads."""
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(slot), ASSIGNED_DEVICES_ENV: ",".join(slot)}
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(slot)}
         env.update({name: str(self.threads_per_job) for name in THREAD_ENV_VARS})
         env.pop(GPU_MEMORY_FRACTION_ENV, None)
         if slot:

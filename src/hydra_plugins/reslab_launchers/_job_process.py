@@ -22,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
+from reslab.atomic_files import atomic_writer
 from reslab.node_plan import hold_to_gpu_share
 
 # How long a job whose launcher died may take to save its state and exit before it is killed.
@@ -92,10 +93,8 @@ def _save_result(path: Path, job_return) -> None:
         wrapped = RuntimeError(f"{type(kept).__name__}: {kept}")
         job_return._return_value = wrapped if isinstance(kept, BaseException) else repr(kept)
         data = cloudpickle.dumps(job_return)
-    # Written whole, then renamed: the launcher never reads a half-written result.
-    partial = path.with_suffix(".partial")
-    partial.write_bytes(data)
-    partial.replace(path)
+    with atomic_writer(path) as result:  # the launcher never reads a half-written result
+        result.write(data)
 
 
 def serve(replies_fd: int) -> None:

@@ -20,12 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reslab.report.collect import Job  # noqa: E402
+from reslab.report.comparisons import FAMILY_NAMES  # noqa: E402
 from reslab.report.tables import as_number, by_objective, objective, override_values, searched_keys  # noqa: E402
 
 # Panels as (title, which jobs it shows).
 Panel = tuple[str, Callable[[Job], bool]]
 
-FAMILY_NAMES = {"plain": "plain", "resnet": "ResNet", "preact": "pre-act ResNet"}
 # Above this many iterations the x axis counts in units of 1e4, as the paper's figures do.
 TEN_THOUSANDS = 2e4
 
@@ -167,35 +167,20 @@ def figure6(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
     """The ResNet paper's Figure 6 (CIFAR-10): plain panel beside ResNet panel, dashed training
     error, bold held-out error (the paper's bold curves are test error; ours are the 5k
     validation images), y from 0 to 20% when the curves fit."""
-    panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
-    return curves_figure(
-        jobs,
-        out_png,
-        panels,
-        lambda job: job.depth or 0,
-        depth_label,
-        eval_name="val",
-        train_line="--",
-        paper_ylim=(0.0, 20.0),
-        title=title,
-    )
+    return _plain_beside_resnet(jobs, out_png, title, eval_name="val", train_line="--", paper_ylim=(0.0, 20.0))
 
 
 def figure4(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
     """The ResNet paper's Figure 4 (ImageNet): plain-18/34 beside ResNet-18/34, thin training
     error, bold centre-crop validation error, y from 20 to 60% when the curves fit."""
-    panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
-    return curves_figure(
-        jobs,
-        out_png,
-        panels,
-        lambda job: job.depth or 0,
-        depth_label,
-        eval_name="val (centre crop)",
-        train_line="-",
-        paper_ylim=(20.0, 60.0),
-        title=title,
+    return _plain_beside_resnet(
+        jobs, out_png, title, eval_name="val (centre crop)", train_line="-", paper_ylim=(20.0, 60.0)
     )
+
+
+def _plain_beside_resnet(jobs: list[Job], out_png: Path, title: str, **style) -> Path | None:
+    panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
+    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, depth_label, title=title, **style)
 
 
 # ----------------------------------------------------------------------------- sampled sweeps
