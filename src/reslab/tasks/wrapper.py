@@ -23,7 +23,10 @@ Statuses and exit codes (single runs; a sweep's exit code is in reslab.sweep):
 completed 0 · failed or diverged 1 · configuration error 2 · interrupted 130 (SIGINT) or 143
 (SIGTERM). `on_error`: `continue` records a failure and returns, so that a sweep goes on;
 `raise` re-raises it (a single run then ends with the error); `auto` = continue in sweeps,
-raise in single runs.
+raise in single runs. SIGTERM or SIGINT anywhere in the job stops it as interrupted (see
+_Stops); once its final record is being written a signal changes nothing, so the record and the
+exit code agree. A job folder that stops taking writes (a full disk) ends the job failed in one
+line naming the folder and the OS error, exit 1; the record written when it began stays.
 """
 
 from __future__ import annotations
