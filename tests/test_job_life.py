@@ -236,3 +236,68 @@ def test_single_run_exit_codes_follow_the_status(train, tmp_path):
     bad = train("logger=csv", "on_error=sometimes", "hydra.run.dir=bad", check=False)
     assert bad.returncode == 2 and "on_error must be one of auto, continue, raise" in output(bad)
     assert "Traceback" not in output(bad)
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.mark.parametrize(
+    "hook, signum",
+    [
+        ("init", signal.SIGTERM),  # while the task builds the trainer
+        ("setup_fit", signal.SIGTERM),  # Lightning's setup, before training starts
+        ("setup_test", signal.SIGTERM),  # after fit, before the test loop
+        ("test_start", signal.SIGTERM),  # in the test loop (its one batch: Lightning does not stop it)
+        ("setup_test", signal.SIGINT),
+    ],
+)
+def test_a_signal_outside_training_records_interrupted_and_exits_with_its_code(train, tmp_path, hook, signum):
+    proc = train(
+        "logger=csv",
+        "model.depth=8",
+        "hydra.run.dir=job",
+        "trainer.limit_test_batches=1",
+        "+callbacks.fault._target_=job_faults.SignalAt",
+        f"+callbacks.fault.hook={hook}",
+        f"+callbacks.fault.signum={int(signum)}",
+        check=False,
+        PYTHONPATH=str(TESTS),
+    )
+    assert proc.returncode == 128 + signum, output(proc)[-3000:]
+    interrupted = record(tmp_path / "job")
+    assert interrupted["status"] == "interrupted" and signal.Signals(signum).name in interrupted["error"]
+    assert "Traceback" not in output(proc)
+
+
+def test_a_signal_after_the_final_record_does_not_change_how_the_run_ended(tmp_path):
+    # The record and the exit code always agree: a job whose final record says completed exits 0.
+    job = tmp_path / "job"
+    command = [sys.executable, "-m", "reslab.train", *FAST, "logger=csv", "model.depth=8", "hydra.run.dir=job"]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not (job / "results.json").exists() or record(job)["status"] == "running":
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert record(job)["status"] == "completed"
+    assert proc.returncode == 0, out[-3000:]
+
+
+@pytest.mark.parametrize("attempts", [None, "lost", {"status": "failed"}, [{"status": "completed"}, 3, None]])
+def test_a_record_with_malformed_attempts_keeps_what_can_be_kept(attempts):
+    from reslab.job import new_record
+
+    previous = {"status": "failed", "error": "boom", "attempts": attempts}
+    kept = [attempts] if isinstance(attempts, dict) else [a for a in attempts or [] if isinstance(a, dict)]
+    assert new_record(dict(previous), task="train")["attempts"] == [*kept, {"status": "failed", "error": "boom"}]
+
+
+def test_a_rerun_over_a_record_whose_attempts_is_null_runs_and_keeps_it(train, tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "results.json").write_text(json.dumps({"status": "failed", "error": "x", "attempts": None}))
+    train("logger=csv", "model.depth=8", "hydra.run.dir=job")
+    assert record(tmp_path / "job")["status"] == "completed"
+    assert record(tmp_path / "job")["attempts"] == [{"status": "failed", "error": "x"}]

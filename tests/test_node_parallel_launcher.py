@@ -539,6 +539,28 @@ def test_a_corrupt_checkpoint_fails_its_job_and_the_other_completes(train, tmp_p
     )
 
 
+def test_an_interrupted_job_is_logged_as_interrupted_not_as_a_failure(train, tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = train(
+        "-m",
+        "hydra/launcher=node_parallel",
+        "hydra.launcher.gpus=[]",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweep.subdir=job${hydra.job.num}",
+        "logger=csv",
+        "model.depth=8",
+        "+callbacks.fault._target_=job_faults.SignalAt",
+        "+callbacks.fault.hook=setup_fit",
+        check=False,
+        PYTHONPATH=str(REPO / "tests"),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]  # the sweep: not every job completed
+    assert json.loads((sweep / "job0" / "results.json").read_text())["status"] == "interrupted"
+    assert "Job failed" not in out and "][ERROR]" not in out, out[-3000:]
+    assert "job interrupted by SIGTERM" in out and "#0 ended after" in out and "s: interrupted" in out, out[-3000:]
+
+
 def test_ddp_jobs_run_one_after_another_in_a_slot(train, tmp_path):
     # Both 2-process jobs on one CPU slot: the second runs in the process the first ran in,
     # and Lightning's second rank of each is started anew for its own job.

@@ -48,6 +48,29 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     _fsync_folder(path.parent)
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise the OSError that a write into `folder` meets now (a full disk, a quota, a read-only
+    mount), leaving nothing behind: a page-sized temp file is written, fsynced and removed, and
+    the folder, when this made it, removed again."""
+    folder = Path(folder)
+    made = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=folder, prefix=".probe.", suffix=TEMP_SUFFIX)
+        try:
+            os.write(fd, bytes(4096))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            with suppress(OSError):
+                os.unlink(temp)
+    except OSError:
+        if made:
+            with suppress(OSError):
+                folder.rmdir()
+        raise
+
+
 def _fsync_folder(folder: Path) -> None:
     # The rename is an entry of the folder: durable once the folder is synced. Some filesystems
     # refuse to sync a folder (EINVAL); the rename has happened all the same.

@@ -221,7 +221,7 @@ def new_record(previous: dict[str, Any] | None, **facts: Any) -> dict[str, Any]:
     attempt's record, and the attempts it kept, go under `attempts`."""
     attempts = []
     if previous is not None:
-        attempts = [*previous.pop("attempts", []), previous]
+        attempts = [*_earlier_attempts(previous.pop("attempts", None)), previous]
     return {
         "status": RUNNING,
         "error": None,
@@ -231,6 +231,16 @@ def new_record(previous: dict[str, Any] | None, **facts: Any) -> dict[str, Any]:
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "attempts": attempts,
     }
+
+
+def _earlier_attempts(attempts: Any) -> list[dict[str, Any]]:
+    """The records a results.json keeps under `attempts`, as far as they are records: a single
+    record stands for itself; null, a string or a number holds none; a list keeps its records."""
+    if isinstance(attempts, dict):
+        return [attempts]
+    if not isinstance(attempts, list):
+        return []
+    return [attempt for attempt in attempts if isinstance(attempt, dict)]
 
 
 def record_lost(job_dir: Path, reason: str, overrides: Iterable[str]) -> None:

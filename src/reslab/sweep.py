@@ -36,7 +36,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from reslab import job
-from reslab.errors import ConfigError
+from reslab.atomic_files import check_writable
+from reslab.errors import ConfigError, unwritable
 
 log = logging.getLogger("reslab")
 
@@ -199,7 +200,16 @@ class SweepOwner(Callback):
 
     def _hold(self, folder: Path) -> None:
         try:
+            # Before Hydra writes its config and opens its log file there, and before the lock:
+            # a full disk or a read-only folder is refused in one line with nothing written.
+            check_writable(folder)
             self._lock = acquire_folder(folder)
+        except OSError as error:
+            log.error(
+                "%s; free space there or choose another folder (hydra.run.dir / hydra.sweep.dir)",
+                unwritable(folder, error),
+            )
+            raise SystemExit(2) from None
         except ConfigError as error:
             log.error("%s", error)
             raise SystemExit(2) from None

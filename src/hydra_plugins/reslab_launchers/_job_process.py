@@ -49,6 +49,7 @@ def main(payload_path: str) -> None:
     config = job["config"]
     hold_to_gpu_share()
     error: BaseException | None = None
+    stopped_by: str | None = None
     try:
         job_return = run_job(
             hydra_context=job["hydra_context"],
@@ -60,6 +61,7 @@ def main(payload_path: str) -> None:
     except SystemExit as exit_:  # the job ended its process: still report how
         if exit_.code not in (0, None):
             error = exit_.__context__ or RuntimeError(f"the job exited with code {exit_.code}")
+            stopped_by = _stopped_by(exit_.code)
         job_return = None
     except Exception as raised:  # noqa: BLE001 - Hydra failed around the task: still report
         error, job_return = raised, None
@@ -70,7 +72,11 @@ def main(payload_path: str) -> None:
             status=JobStatus.COMPLETED if error is None else JobStatus.FAILED,
             _return_value=error,
         )
-    if job_return.status == JobStatus.FAILED:
+    if stopped_by is not None:
+        # A signal ended the job (its record says interrupted): no failure to show a traceback of.
+        log.warning("job interrupted by %s", stopped_by)
+        job_return._return_value = RuntimeError(f"the job was interrupted by {stopped_by}")
+    elif job_return.status == JobStatus.FAILED:
         failure = job_return._return_value
         # The traceback exists here only: the pickled exception loses it.
         text = "".join(traceback.format_exception(type(failure), failure, failure.__traceback__))
@@ -80,6 +86,14 @@ def main(payload_path: str) -> None:
     # they run the same job and config, and only rank 0 reports to the launcher.
     if os.environ.get("LOCAL_RANK", "0") == "0":
         _save_result(result_path(payload_path), job_return)
+
+
+def _stopped_by(exit_code: object) -> str | None:
+    """The signal's name when the job ended with the exit code of an interruption (130, 143)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if exit_code == 128 + signum:
+            return signum.name
+    return None
 
 
 def _save_result(path: Path, job_return) -> None:

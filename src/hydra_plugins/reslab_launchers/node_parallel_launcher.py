@@ -276,7 +276,11 @@ class NodeParallelLauncher(Launcher):
 
         with result_path(job.payload).open("rb") as file:
             job_return = cloudpickle.load(file)
-        log.info("\t#%d ended after %.1f s: %s", job.idx, time.monotonic() - started, job_return.status.name.lower())
+        how = job_return.status.name.lower()
+        if job_return.status == JobStatus.FAILED and job.folder is not None:
+            with contextlib.suppress(job_files.UnreadableJobFile):  # its record tells an interrupted job apart
+                how = str((job_files.read_results(job.folder) or {}).get("status", how))
+        log.info("\t#%d ended after %.1f s: %s", job.idx, time.monotonic() - started, how)
         if job_return.status == JobStatus.FAILED:
             worker.close()  # whatever failed, the slot's next job starts in a fresh process
         return job_return

@@ -23,13 +23,18 @@ Statuses and exit codes (single runs; a sweep's exit code is in reslab.sweep):
 completed 0 · failed or diverged 1 · configuration error 2 · interrupted 130 (SIGINT) or 143
 (SIGTERM). `on_error`: `continue` records a failure and returns, so that a sweep goes on;
 `raise` re-raises it (a single run then ends with the error); `auto` = continue in sweeps,
-raise in single runs.
+raise in single runs. SIGTERM or SIGINT anywhere in the job stops it as interrupted (see
+_Stops); once its final record is being written a signal changes nothing, so the record and the
+exit code agree. A job folder that stops taking writes (a full disk) ends the job failed in one
+line naming the folder and the OS error, exit 1; the record written when it began stays.
 """
 
 from __future__ import annotations
 
 import logging
 import platform
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from reslab import job
-from reslab.errors import ConfigError, JobInterrupted
+from reslab.errors import ConfigError, FolderUnwritable, JobInterrupted, disk_error, unwritable
 
 log = logging.getLogger("reslab")
 
@@ -58,6 +63,7 @@ class JobRun:
         self.trainer: Any = None
         self.failure: BaseException | None = None
         self._start = time.perf_counter()
+        self._stops = _Stops()
 
     @classmethod
     def begin(cls, cfg: DictConfig) -> JobRun:
@@ -79,7 +85,11 @@ class JobRun:
             versions=software_versions(),
         )
         run = cls(cfg, job_dir, job.new_record(previous, **facts), sweeping, skipped=False)
-        run._write()
+        try:
+            run._write()
+        except OSError as error:  # nothing has run: the folder took no record
+            log.error("%s", unwritable(job_dir, error))
+            raise SystemExit(1 if sweeping else 2) from None
         return run
 
     def note(self, **facts: Any) -> None:
@@ -89,13 +99,22 @@ class JobRun:
         self.trainer = trainer
 
     def __enter__(self) -> JobRun:
+        self._stops.watch()
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, traceback: Any) -> bool:
         """Record how the task ended and write the final record; the error waits for `outcome`."""
+        self._stops.decided = True  # a signal from here on changes nothing: the record says how it ended
+        if error is None and self._stops.received is not None:
+            error = JobInterrupted(self._stops.received)  # Lightning let the stage end (its last batch)
+        elif _is_sigterm_exit(error):
+            error = JobInterrupted(signal.SIGTERM)  # Lightning's own stop, outside training
         self.failure = error
+        unwritable_because = disk_error(error, self.dir)
         if error is None:
             self.note(status=job.COMPLETED)
+        elif unwritable_because is not None:
+            self._unwritable(unwritable_because)
         elif isinstance(error, ConfigError):
             # Found during the job (a checkpoint, the trainer's devices): worded as configuration,
             # handled like any failure of the job.
@@ -113,6 +132,9 @@ class JobRun:
             self.note(status=job.FAILED, error=f"{type(error).__name__}: {error}")
             log.error("job failed: %s: %s", type(error).__name__, error, exc_info=error if self.sweeping else None)
         self._finish()
+        # A single run's process ends with the code its record says, whatever signal comes now; a
+        # sweep's next job, or the sweep, handles signals as before.
+        self._stops.release(keep=not self.sweeping)
         return True
 
     def outcome(self) -> float | None:
@@ -126,9 +148,24 @@ class JobRun:
             try:
                 self.record.update(trainer_facts(self.trainer, self.record, self.dir))
             except Exception as error:  # noqa: BLE001 - the record is written whatever the loggers do
-                log.warning("finishing the job's record: %s: %s", type(error).__name__, error)
+                if not isinstance(self.failure, FolderUnwritable):  # already told, in one line
+                    log.warning("finishing the job's record: %s: %s", type(error).__name__, error)
         self.note(wall_time_s=round(time.perf_counter() - self._start, 3))
-        self._write()
+        try:
+            self._write()
+        except OSError as error:  # the record written when the job began stands
+            if not isinstance(self.failure, FolderUnwritable):
+                self._unwritable(error)
+
+    def _unwritable(self, error: OSError) -> None:
+        """The folder takes no more writes: the job ends failed, told in one line (exit 1)."""
+        line = unwritable(self.dir, error)
+        # The job's log file (Hydra's) is in that folder: its handler's failures would each print
+        # a traceback.
+        logging.raiseExceptions = False
+        self.note(status=job.FAILED, error=line)
+        self.failure = FolderUnwritable(line)
+        log.error("%s", line)
 
     def _write(self) -> None:
         # Global rank 0 writes: the trainer knows; before there is one, the environment does.
@@ -142,6 +179,11 @@ def _outcome(record: dict[str, Any], failure: BaseException | None, on_error: st
     status = record["status"]
     if status == job.COMPLETED:
         return _objective(record)
+    keep_going = on_error == "continue" or (on_error == "auto" and sweeping)
+    if isinstance(failure, FolderUnwritable):
+        if keep_going and sweeping:
+            return None
+        raise SystemExit(1) from None
     if isinstance(failure, JobInterrupted):
         raise SystemExit(failure.exit_code) from None
     if isinstance(failure, KeyboardInterrupt):
@@ -150,7 +192,6 @@ def _outcome(record: dict[str, Any], failure: BaseException | None, on_error: st
         raise SystemExit(143) from None
     if isinstance(failure, SystemExit):
         raise failure  # e.g. submitit's exit after requeueing the job: its own code
-    keep_going = on_error == "continue" or (on_error == "auto" and sweeping)
     if keep_going and sweeping:
         return None  # no objective: a sampling sweeper counts the trial as failed
     if isinstance(failure, ConfigError):
@@ -158,6 +199,46 @@ def _outcome(record: dict[str, Any], failure: BaseException | None, on_error: st
     if keep_going or status == job.DIVERGED:
         raise SystemExit(1) from None
     raise failure  # on_error=raise: the error itself, with its traceback
+
+
+class _Stops:
+    """SIGTERM and SIGINT while a job runs, wherever they land (building the network and data,
+    Lightning's setup, the test loop): the job stops with JobInterrupted, recorded `interrupted`.
+
+    Inside a Lightning stage, SIGTERM is Lightning's: its handler calls this one after noting the
+    signal, and the loop stops at the end of the running step (CheckpointOnSignal saves it), so
+    here it is only noted; a stage that ends without stopping (it was on its last batch) leaves
+    the job to stop when it ends. During training SIGINT is CheckpointOnSignal's. Once the job's
+    end is decided (its final record being written) a signal changes nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.decided = False
+        self._previous: dict[int, Any] = {}
+        self._handler = self._handle  # one bound method, told apart from Lightning's by identity
+
+    def watch(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._handler) for signum in self.SIGNALS}
+
+    def release(self, keep: bool) -> None:
+        """Hand the signals back, or (`keep`) keep noting them until the process ends."""
+        if not keep and threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous.items():
+                if signal.getsignal(signum) is self._handler:
+                    signal.signal(signum, handler)
+            self._previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.decided:
+            log.warning("%s after the job's end was recorded: it ends as recorded", signal.Signals(signum).name)
+            return
+        if signum == signal.SIGTERM and signal.getsignal(signum) is not self._handler:
+            self.received = signum  # called by Lightning's handler: its loop stops at the step's end
+            return
+        raise JobInterrupted(signum)
 
 
 def _objective(record: dict[str, Any]) -> float | None:
