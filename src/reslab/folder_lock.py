@@ -135,6 +135,14 @@ def hold(folder: str | os.PathLike) -> FolderHold:
         return held
 
 
+def release(folder: str | os.PathLike) -> None:
+    """Let go of `folder` if this process holds it (one `hold` of it)."""
+    with _registry_lock:
+        held = _held.get(_key(Path(folder)))
+    if held is not None:
+        held.release()
+
+
 def live_holder(folder: str | os.PathLike) -> dict[str, Any] | None:
     """The record of another live process that holds `folder`; None when it is free, held by
     this process, or its lock would be taken over."""

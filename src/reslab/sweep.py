@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,7 +101,8 @@ class SweepOwner(Callback):
     sweep with one line per job and its exit code."""
 
     def __init__(self) -> None:
-        self._hold_of: folder_lock.FolderHold | None = None
+        # The folder, not the hold: a launcher pickles the callbacks into its job processes.
+        self._held: Path | None = None
         self._unsummarised: Path | None = None  # a sweep that has started and not been summarised
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -130,8 +132,11 @@ class SweepOwner(Callback):
             raise SystemExit(1)
 
     def _hold(self, folder: Path) -> None:
+        if _launched_rank() != 0:
+            return  # every task of `srun reslab-train` runs this; rank 0 holds the folder for them all
         try:
-            self._hold_of = folder_lock.hold(folder)
+            folder_lock.hold(folder)
+            self._held = folder
         except ConfigError as error:
             log.error("%s", error)
             raise SystemExit(2) from None
@@ -145,9 +150,9 @@ class SweepOwner(Callback):
             report_sweep_end(sweep_dir)
 
     def _let_go(self) -> None:
-        if self._hold_of is not None:
-            self._hold_of.release()
-            self._hold_of = None
+        if self._held is not None:
+            folder_lock.release(self._held)
+            self._held = None
 
     def _check_jobs(self, config: DictConfig) -> None:
         from reslab.checks import SearchRefused, check_job, check_search_objective  # torch: only when a sweep runs
@@ -201,6 +206,14 @@ class SweepOwner(Callback):
             )
             raise SystemExit(2)
         log.info("checked the configs of %s", what)
+
+
+def _launched_rank() -> int:
+    """The rank torchrun or srun gave this process, as Lightning reads it; 0 when none did."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
 
 
 def refuse_held_job_folders(folders: Iterable[Path]) -> None:
