@@ -80,6 +80,8 @@ class FolderHold:
                 return
             _held.pop(_key(self.folder), None)
         self._stop.set()
+        if not self.folder.is_dir():
+            return  # removed with its lock
         try:
             with _guard(self.path):
                 if _token_of(_read(self.path)) == self.token:
@@ -163,7 +165,7 @@ def busy_message(folder: str | os.PathLike, holder: dict[str, Any]) -> str:
     until = holder.get("lease_until")
     lease = f", lease until {_when(until)}" if isinstance(until, (int, float)) else ""
     return (
-        f"{folder} is in use by {_who(holder)} since {holder.get('since') or holder.get('started')}{lease}; "
+        f"{folder} is in use by {_who(holder)} since {holder.get('since') or holder.get('started') or 'an unknown time'}{lease}; "
         f"if that process is gone, delete {path} (or choose another folder: hydra.run.dir / hydra.sweep.dir)"
     )
 
