@@ -71,6 +71,26 @@ def check_writable(folder: str | os.PathLike) -> None:
         raise
 
 
+def create_new(path: str | os.PathLike, data: bytes) -> None:
+    """Create `path` holding `data`, whole, only if it does not exist (FileExistsError if it
+    does): the content goes to a temp file beside it, fsynced, which is then hard-linked as
+    `path`. A link is an exclusive create that never shows a reader a half-written file, and
+    is atomic on NFS too (O_EXCL is not on old clients). Its temp files (`.NAME.<random>.new`) are
+    not swept by other writers: several processes may be creating `path` at the same instant."""
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    finally:
+        with suppress(OSError):
+            os.unlink(temp)
+    _fsync_folder(path.parent)
+
+
 def _fsync_folder(folder: Path) -> None:
     # The rename is an entry of the folder: durable once the folder is synced. Some filesystems
     # refuse to sync a folder (EINVAL); the rename has happened all the same.

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import atexit
 import itertools
-import json
 import logging
 import os
-import socket
-import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +32,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from reslab import job
+from reslab import folder_lock, job
 from reslab.atomic_files import check_writable
 from reslab.errors import ConfigError, unwritable
 
@@ -97,70 +94,6 @@ def fixed_overrides(config: DictConfig) -> list[str]:
     return [o.input_line for o in overrides if not o.is_sweep_override()]
 
 
-# ----------------------------------------------------------------------------- folder locks
-
-
-class FolderBusy(ConfigError):
-    """Another live process holds the folder."""
-
-
-def acquire_folder(folder: Path) -> Path:
-    """Hold `folder` for this process: a lock file naming pid, host and start time. A lock of a
-    live process is refused (FolderBusy); one whose process is gone is taken over with a note."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"output folder {folder} cannot be created ({error.strerror}); choose another one") from None
-    path = folder / job.LOCK_FILE
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _read_lock(path)
-            if holder is not None and _alive(holder):
-                raise FolderBusy(
-                    f"{folder} is in use by pid {holder.get('pid')} on {holder.get('host')} since "
-                    f"{holder.get('started')}; wait for it to finish or choose another folder "
-                    "(hydra.sweep.dir / hydra.run.dir)"
-                ) from None
-            log.warning("taking over %s: its holder %s is gone", path, holder or "(unreadable lock)")
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
-        return path
-    raise FolderBusy(f"{folder} is being taken by another process at this moment; try again")
-
-
-def release_folder(lock: Path) -> None:
-    holder = _read_lock(lock)
-    if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        lock.unlink(missing_ok=True)
-
-
-def _read_lock(path: Path) -> dict[str, Any] | None:
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    """Whether the lock's process still runs. On another host it cannot be told: held."""
-    if holder.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(holder["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, TypeError, ValueError):
-        return True
-    return True
-
-
 # ----------------------------------------------------------------------------- the callback
 
 
@@ -169,7 +102,8 @@ class SweepOwner(Callback):
     sweep with one line per job and its exit code."""
 
     def __init__(self) -> None:
-        self._lock: Path | None = None
+        # The folder, not the hold: a launcher pickles the callbacks into its job processes.
+        self._held: Path | None = None
         self._unsummarised: Path | None = None  # a sweep that has started and not been summarised
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -199,11 +133,14 @@ class SweepOwner(Callback):
             raise SystemExit(1)
 
     def _hold(self, folder: Path) -> None:
+        if _launched_rank() != 0:
+            return  # every task of `srun reslab-train` runs this; rank 0 holds the folder for them all
         try:
             # Before Hydra writes its config and opens its log file there, and before the lock:
             # a full disk or a read-only folder is refused in one line with nothing written.
             check_writable(folder)
-            self._lock = acquire_folder(folder)
+            folder_lock.hold(folder)
+            self._held = folder
         except OSError as error:
             log.error(
                 "%s; free space there or choose another folder (hydra.run.dir / hydra.sweep.dir)",
@@ -223,9 +160,9 @@ class SweepOwner(Callback):
             report_sweep_end(sweep_dir)
 
     def _let_go(self) -> None:
-        if self._lock is not None:
-            release_folder(self._lock)
-            self._lock = None
+        if self._held is not None:
+            folder_lock.release(self._held)
+            self._held = None
 
     def _check_jobs(self, config: DictConfig) -> None:
         from reslab.checks import SearchRefused, check_job, check_search_objective  # torch: only when a sweep runs
@@ -268,6 +205,8 @@ class SweepOwner(Callback):
                 problems.append(f"  job {' '.join(overrides)}: {error}")
             except Exception as error:  # noqa: BLE001 - Hydra would only warn of it and run the sweep unchecked
                 problems.append(f"  job {' '.join(overrides)}: could not be checked: {type(error).__name__}: {error}")
+        if not problems:
+            refuse_held_job_folders(folders)
         if problems:
             log.error(
                 "configuration error in %d of %d jobs; nothing was run:\n%s",
@@ -277,6 +216,27 @@ class SweepOwner(Callback):
             )
             raise SystemExit(2)
         log.info("checked the configs of %s", what)
+
+
+def _launched_rank() -> int:
+    """The rank torchrun or srun gave this process, as Lightning reads it; 0 when none did."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def refuse_held_job_folders(folders: Iterable[Path]) -> None:
+    """A rerun never runs a job whose folder a live process still writes (a job process of a
+    killed sweep that is still finishing): the sweep is refused in one line (exit 2)."""
+    held = [(folder, holder) for folder in folders if (holder := folder_lock.live_holder(folder)) is not None]
+    if held:
+        folder, holder = held[0]
+        more = f" ({len(held) - 1} more job folders are held too)" if len(held) > 1 else ""
+        log.error(
+            "configuration error: job folder %s%s; nothing was run", folder_lock.busy_message(folder, holder), more
+        )
+        raise SystemExit(2)
 
 
 @contextmanager

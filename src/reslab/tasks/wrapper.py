@@ -62,6 +62,7 @@ class JobRun:
         self.sweeping = sweeping
         self.trainer: Any = None
         self.failure: BaseException | None = None
+        self._folder: Any = None  # this job's hold of its folder (reslab.folder_lock), rank 0's
         self._start = time.perf_counter()
         self._stops = _Stops()
 
@@ -72,9 +73,12 @@ class JobRun:
         hydra_cfg = HydraConfig.get()
         job_dir = Path(hydra_cfg.runtime.output_dir)
         sweeping = hydra_cfg.mode == RunMode.MULTIRUN
+        folder = _hold_folder(job_dir)
         previous = _previous_record(job_dir)
         if previous is not None and previous.get("status") == job.COMPLETED and job.same_computation(previous, cfg):
             log.info("skipped: completed (%s)", job_dir)
+            if folder is not None:
+                folder.release()
             return cls(cfg, job_dir, previous, sweeping, skipped=True)
         facts = dict(
             task=cfg.get("task"),
@@ -85,10 +89,12 @@ class JobRun:
             versions=software_versions(),
         )
         run = cls(cfg, job_dir, job.new_record(previous, **facts), sweeping, skipped=False)
+        run._folder = folder
         try:
             run._write()
         except OSError as error:  # nothing has run: the folder took no record
             log.error("%s", unwritable(job_dir, error))
+            run._let_go()
             raise SystemExit(1 if sweeping else 2) from None
         return run
 
@@ -131,7 +137,10 @@ class JobRun:
         else:
             self.note(status=job.FAILED, error=f"{type(error).__name__}: {error}")
             log.error("job failed: %s: %s", type(error).__name__, error, exc_info=error if self.sweeping else None)
-        self._finish()
+        try:
+            self._finish()
+        finally:
+            self._let_go()
         # A single run's process ends with the code its record says, whatever signal comes now; a
         # sweep's next job, or the sweep, handles signals as before.
         self._stops.release(keep=not self.sweeping)
@@ -156,6 +165,11 @@ class JobRun:
         except OSError as error:  # the record written when the job began stands
             if not isinstance(self.failure, FolderUnwritable):
                 self._unwritable(error)
+
+    def _let_go(self) -> None:
+        if self._folder is not None:
+            self._folder.release()
+            self._folder = None
 
     def _unwritable(self, error: OSError) -> None:
         """The folder takes no more writes: the job ends failed, told in one line (exit 1)."""
@@ -259,6 +273,20 @@ def _is_divergence(error: BaseException) -> bool:
     from reslab.callbacks.divergence import TrainingDiverged
 
     return isinstance(error, TrainingDiverged)
+
+
+def _hold_folder(job_dir: Path) -> Any:
+    """Rank 0 holds the job's folder while the job runs: a rerun never runs a job that a live
+    process still writes. A live holder ends this job (exit 2) before it touches the folder."""
+    if _rank_from_env() != 0:
+        return None
+    from reslab import folder_lock
+
+    try:
+        return folder_lock.hold(job_dir)
+    except ConfigError as error:
+        log.error("configuration error: %s", error)
+        raise SystemExit(2) from None
 
 
 def _previous_record(job_dir: Path) -> dict[str, Any] | None:
