@@ -140,3 +140,15 @@ def test_the_cli_refuses_a_bad_value_before_the_job_writes_anything(train, tmp_p
     # Before any work: no job record, nothing trained, the folder's lock let go.
     written = sorted(str(p.relative_to(tmp_path)) for p in Path(tmp_path, "job").rglob("*") if ".hydra" not in p.parts)
     assert not [name for name in written if not name.endswith(".log")], written
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [("data.foo=1", "Could not override 'data.foo'"), ("model=resnt", "Could not find 'model/resnt'")],
+)
+def test_a_key_or_option_the_config_lacks_is_hydras_error_exit_1(train, tmp_path, override, message):
+    # Hydra refuses these while composing, before ResLab runs (README, "Exit codes").
+    proc = train(override, "hydra.run.dir=job", check=False)
+
+    assert proc.returncode == 1 and message in proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+    assert not (tmp_path / "job").exists()
