@@ -135,11 +135,6 @@ def check_settings(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
     check_node_layout(launcher)
 
 
-def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
 # ----------------------------------------------------------------------------- every value
 
 
@@ -282,8 +277,14 @@ def check_values(cfg: DictConfig) -> None:
             group = key.split(".")[0]
             names = [name[len(group) + 1 :] for name in VALUE_RULES if name.startswith(f"{group}.")]
             raise ConfigError(f"{key} is not a setting; the settings of {group} are {', '.join(names)}")
-        if rule is not None and rule.kind != "free" and not _allowed(value, rule):
-            raise ConfigError(f"{key}={value!r} must be {_describe(rule)}")
+        check_value(key, value, rule)
+
+
+def check_value(key: str, value: Any, rule: Rule | None = None) -> None:
+    """Raise ConfigError when `value` is not what the rule of `key` allows (a key without one: any)."""
+    rule = rule or value_rule(key)
+    if rule is not None and rule.kind != "free" and not _allowed(value, rule):
+        raise ConfigError(f"{key}={value!r} must be {_describe(rule)}")
 
 
 def _values(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -614,8 +615,12 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
     launcher, or none: nothing to check."""
     if not is_slurm_launcher(launcher):
         return
-    devices = _count("trainer.devices", trainer.get("devices"), "devices per node; SLURM starts one task per device")
-    num_nodes = _count("trainer.num_nodes", trainer.get("num_nodes", 1), "nodes")
+    devices, num_nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
+    for key, value in (("trainer.devices", devices), ("trainer.num_nodes", num_nodes)):
+        if not _allowed(value, Rule("int", ">= 1")):
+            raise ConfigError(
+                f"{key}={value!r}: under hydra/launcher=slurm give a whole number >= 1 (SLURM starts one task per device on each node)"
+            )
     nodes, tasks = launcher.get("nodes"), launcher.get("tasks_per_node")
     if nodes != num_nodes:
         raise ConfigError(
@@ -640,14 +645,6 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
             f"trainer.accelerator={accelerator}: each task trains on one GPU, so ask for {devices} per node "
             "(leave hydra.launcher.gpus_per_node out: it follows trainer.devices)"
         )
-
-
-def _count(key: str, value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"{key}={value!r}: under hydra/launcher=slurm give the number of {what} (a whole number >= 1)"
-        )
-    return value
 
 
 # --- A search's objective -------------------------------------------------------------------
