@@ -405,6 +405,7 @@ _SETTING_WORDS = {
 
 def check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
+    check_value("trainer.max_steps", trainer.get("max_steps"))  # also when left out: runs are measured in steps
     settings = {key: _setting(trainer[key]) for key in TRAINER_SETTINGS if key in trainer}
     if runs_elsewhere(cfg):
         check_setting_names(settings)
