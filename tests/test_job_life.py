@@ -234,7 +234,7 @@ def test_single_run_exit_codes_follow_the_status(train, tmp_path):
     diverged = train("logger=csv", "model.depth=8", "optimizer.lr=1e30", "hydra.run.dir=diverged", check=False)
     assert diverged.returncode == 1 and record(tmp_path / "diverged")["status"] == "diverged"
     bad = train("logger=csv", "on_error=sometimes", "hydra.run.dir=bad", check=False)
-    assert bad.returncode == 2 and "on_error must be one of auto, continue, raise" in output(bad)
+    assert bad.returncode == 2 and "on_error='sometimes' must be one of auto, continue, raise" in output(bad)
     assert "Traceback" not in output(bad)
 
 

@@ -8,16 +8,18 @@ a single run, and each job of a sampling sweeper (Optuna), is checked as it star
 (`hydra/launcher=slurm`) cannot have that machine's devices checked in the launching process:
 there the names are checked up front and the whole job again when it starts on its node.
 
-What: `check_job` builds what can be wrong cheaply: the settings (the trainer's, the
-optimiser's ranges, the output folder, `speed`, the SLURM layout), the optimiser and schedule
+What: first every value of the config against its key's rule (`check_values`, VALUE_RULES:
+type, range, a finite number where a number is meant; a single run's values are checked so
+before its job begins). Then `check_job` builds what can be wrong cheaply: the settings (the
+trainer's, the output folder, the SLURM layout), the optimiser and schedule
 on a dummy parameter, the network on the meta device (no memory, no init cost), the datamodule
 (whose constructor checks its files and settings) and the callbacks. Lightning is the judge of
 its own arguments: the trainer's accelerator, devices, num_nodes, strategy, precision and
 sync_batchnorm go to a throwaway `Trainer` (no logger, no callbacks, no checkpointing: nothing
 started, nothing written), and what it refuses comes back naming the keys its message is
-about. ResLab's own rules sit beside it: a run is measured in steps (`trainer.max_steps` >= 1;
-the schedules count them), and the optimiser's lr, momentum and weight decay must lie where
-training can converge.
+about. ResLab's own rules are in VALUE_RULES: a run is measured in steps (`trainer.max_steps`
+>= 1; the schedules count them), and the optimiser's lr, momentum and weight decay must lie
+where training can converge (torch.optim accepts lr=0 and momentum >= 1, which never train).
 
 A batch larger than the training split is allowed, and said at the start of training (the data
 modules log one line): the step then trains on the whole split (full-batch gradient descent),
@@ -35,9 +37,10 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -102,9 +105,8 @@ def _unexpected_keyword(error: BaseException | None) -> str | None:
 def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
     """Raise ConfigError if this job config cannot run on `launcher` (the `hydra.launcher` node;
     None: the one in `cfg`, a composed sweep job's config that holds its `hydra` node)."""
-    check_choice("task", cfg.get("task"), tuple(TASKS))
-    check_choice("on_error", cfg.get("on_error"), ON_ERROR)
-    if cfg.task not in NETWORK_TASKS:
+    if cfg.get("task") not in NETWORK_TASKS:
+        check_values(cfg)
         return
     check_settings(cfg, launcher)
     import torch
@@ -123,21 +125,235 @@ def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
 
 
 def check_settings(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
-    """The settings of a training or evaluation job: the trainer's, the optimiser's ranges, the
-    output folder, `speed`, and the SLURM layout (see check_job for `launcher`)."""
+    """The settings of a training or evaluation job: every value (check_values), the trainer's,
+    the output folder and the SLURM layout (see check_job for `launcher`)."""
+    check_values(cfg)
     check_trainer(cfg)
-    if cfg.get("task", "train") == "train":
-        check_optimizer_ranges(cfg)
     check_output_folder(cfg)
-    check_speed(**(cfg.get("speed") or {}))
     launcher = launcher if launcher is not None else OmegaConf.select(cfg, "hydra.launcher")
     check_cluster_layout(launcher, cfg.trainer)
     check_node_layout(launcher)
 
 
-def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+# ----------------------------------------------------------------------------- every value
+
+
+class Rule(NamedTuple):
+    """What a key allows. kind: "int" (a whole number), "number" (a finite one), "share" (a
+    count, a whole number >= 0, or a fraction within `bounds`), "bool", "one of" (`also` alone),
+    "free" (text: paths, names; not checked). bounds: ">= 1", "> 0", "[0, 1)". also: values
+    allowed besides (null, -1, auto), and functions that list more (called only when needed).
+    many: None a single value, 0 a list of any length, n a list of n."""
+
+    kind: str
+    bounds: str = ""
+    also: tuple[Any, ...] = ()
+    many: int | None = None
+
+
+def _backends() -> tuple[Any, ...]:
+    import torch
+
+    return tuple(sorted(torch.compiler.list_backends(exclude_tags=())))
+
+
+def _one_of(*allowed: Any) -> Rule:
+    return Rule("one of", also=allowed)
+
+
+# Every key of every config group, as (rule, the keys it covers). A key's rule applies to the value
+# it is set to; an interpolation (`${seed}`) is checked where its value is set. Whose rules are
+# richer (the model's and data's constructors, Lightning's Trainer, the callbacks) checks them again
+# as it is built; free text (paths, names) is theirs alone, and Lightning judges its four settings.
+_RULES: tuple[tuple[Rule, str], ...] = (
+    (
+        Rule("free"),
+        """experiment_name ckpt_path paths.* *._target_ *._partial_ *._convert_ table3_net init init_weights.*
+        model.name model.weights data.root trainer.default_root_dir trainer.profiler.* trainer.accelerator
+        trainer.devices trainer.strategy trainer.precision callbacks.checkpoint.dirpath callbacks.*.monitor
+        callbacks.checkpoint_on_signal.signal_name logger.*.name logger.*.save_dir logger.*.version
+        logger.tensorboard.hparams_metrics logger.wandb.entity logger.wandb.group logger.wandb.id
+        logger.wandb.job_type logger.wandb.notes logger.wandb.project logger.wandb.tags toy_chain.activations""",
+    ),
+    (
+        Rule("bool"),
+        """test model.preact model.stride_in_1x1 model.zero_init_residual optimizer.nesterov data.download
+        data.learnable data.on_device data.persistent_workers data.pin_memory data.ten_crop_test
+        data.verify_checksums trainer.deterministic trainer.enable_model_summary trainer.enable_progress_bar
+        trainer.sync_batchnorm trainer.use_distributed_sampler callbacks.checkpoint.enable_version_counter
+        callbacks.freeze_backbone.train_bn callbacks.grad_norms.log_responses callbacks.progress_bar.enabled
+        logger.tensorboard.log_graph logger.wandb.settings.silent""",
+    ),
+    (
+        Rule("int", ">= 1"),
+        """model.depth model.in_channels model.input_size model.num_classes table3_nets.*.depth data.batch_size
+        data.image_size data.in_channels data.num_classes data.val_resize trainer.max_steps
+        trainer.log_every_n_steps trainer.num_nodes scheduler.total_iters callbacks.grad_norms.every_n_steps
+        callbacks.progress_bar.every_n_steps callbacks.warmup_until_error.window
+        logger.csv.flush_logs_every_n_steps""",
+    ),
+    (
+        Rule("int", ">= 0"),
+        """data.crop_padding data.num_workers data.num_train data.num_val data.num_test scheduler.warmup_iters
+        callbacks.throughput.skip_steps""",
+    ),
+    (Rule("int", ">= 1", (None,)), "model.width model.skip_span data.eval_batch_size trainer.check_val_every_n_epoch"),
+    (Rule("int", ">= 0", (True, False)), "callbacks.freeze_backbone.epochs trainer.fast_dev_run"),
+    (Rule("int", "[0, 4294967295]"), "seed toy_chain.seed data.seed"),  # numpy's, so Lightning's seed_everything
+    (Rule("int", ">= 1", (None,), many=0), "model.stages callbacks.warmup_until_error.only_depths"),
+    (Rule("int", ">= 1", many=0), "toy_chain.depths"),
+    (Rule("int", ">= 0", many=0), "scheduler.milestones"),
+    (Rule("int", ">= 1", many=2), "data.resize_range"),
+    (Rule("int", ">= 1", (-1, None)), "trainer.max_epochs"),
+    (Rule("int", ">= -1"), "trainer.num_sanity_val_steps callbacks.checkpoint.save_top_k"),
+    (Rule("int", ">= 0", (None,)), "callbacks.checkpoint.every_n_train_steps"),
+    (
+        Rule("number", "> 0"),
+        "optimizer.lr scheduler.gamma toy_chain.tolerance callbacks.freeze_backbone.backbone_lr_factor",
+    ),
+    (Rule("number", ">= 0"), "optimizer.weight_decay optimizer.eps scheduler.eta_min data.color_jitter"),
+    (Rule("number", "[0, 1)"), "optimizer.momentum"),
+    (Rule("number", "[0, 1)", many=2), "optimizer.betas"),
+    (Rule("number", "(0, 1]"), "scheduler.warmup_start_factor callbacks.warmup_until_error.error_threshold"),
+    (Rule("number", "(0, 1)"), "callbacks.warmup_until_error.factor"),
+    (Rule("number", many=0), "data.mean"),
+    (Rule("number", "> 0", many=0), "data.std"),
+    (Rule("number", many=2), "toy_chain.weight_range"),
+    (Rule("number"), "toy_chain.x"),
+    (Rule("number", also=(None,)), "toy_chain.target"),
+    (Rule("number", also=("learned", "projection")), "model.skip_weight"),
+    (Rule("number", ">= 0", (None,)), "trainer.gradient_clip_val"),
+    (Rule("number", "> 1", (None,)), "callbacks.divergence.max_loss_factor"),
+    # Lightning's limit_*_batches: a count of batches or a fraction of them.
+    (
+        Rule("share", "[0, 1]", (None,)),
+        "trainer.limit_train_batches trainer.limit_val_batches trainer.limit_test_batches",
+    ),
+    (Rule("share", "[0, 1]", (None,)), "trainer.val_check_interval"),
+    (Rule("share", "[0, 1]"), "trainer.overfit_batches"),
+    (Rule("share", "(0, 1)"), "data.val_size data.test_size"),
+    (_one_of(*TASKS), "task"),
+    (_one_of(*ON_ERROR), "on_error"),
+    (_one_of(False, True, _backends), "speed.compile"),
+    (_one_of(True, False, "auto"), "speed.channels_last"),
+    (_one_of(*MATMUL_PRECISIONS), "speed.float32_matmul_precision"),
+    (_one_of("auto", "basic", "bottleneck"), "model.block"),
+    (_one_of("basic", "bottleneck"), "block_for_depth.*"),
+    (_one_of("auto", "cifar", "imagenet"), "model.style"),
+    (_one_of("bn", "none"), "model.norm"),
+    (_one_of("A", "B", "C", "none"), "model.shortcut table3_nets.*.shortcut"),
+    (_one_of("Y", "Z", "y", "z"), "model.skip_source"),
+    (_one_of(True, False, "none", "crop", "flip", "crop_flip"), "data.augment"),
+    (_one_of("per_pixel_mean", "per_channel", "none"), "data.normalize"),
+    (_one_of("cpu", "device", "auto"), "data.decode"),
+    (_one_of("step", "epoch"), "scheduler.interval callbacks.timer.interval"),
+    (_one_of(True, False, None), "trainer.benchmark callbacks.checkpoint.save_on_train_epoch_end"),
+    (_one_of(None, "simple", "advanced", "pytorch", "xla"), "trainer.profiler"),
+    (_one_of(True, False, None, "link"), "callbacks.checkpoint.save_last"),
+    (_one_of("step", "epoch", None), "callbacks.lr_monitor.logging_interval"),
+    (_one_of(True, False, "all"), "logger.wandb.log_model"),
+    (_one_of(None, "online", "offline", "disabled"), "logger.wandb.mode"),
+)
+VALUE_RULES: dict[str, Rule] = {key: rule for rule, keys in _RULES for key in keys.split()}
+
+
+# Settings no constructor takes: a key of these that no rule names is refused.
+CLOSED_GROUPS = ("speed",)
+
+
+def value_rule(key: str) -> Rule | None:
+    """The rule for a dotted key (`trainer.max_steps`), or None."""
+    if key in VALUE_RULES:
+        return VALUE_RULES[key]
+    return next((rule for pattern, rule in VALUE_RULES.items() if "*" in pattern and fnmatchcase(key, pattern)), None)
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first value of `cfg` that its key's rule refuses (VALUE_RULES);
+    the `hydra` node is Hydra's and the launcher's."""
+    for key, value in _values(cfg):
+        rule = value_rule(key)
+        if rule is None and key.startswith(tuple(f"{group}." for group in CLOSED_GROUPS)):
+            group = key.split(".")[0]
+            names = [name[len(group) + 1 :] for name in VALUE_RULES if name.startswith(f"{group}.")]
+            raise ConfigError(f"{key} is not a setting; the settings of {group} are {', '.join(names)}")
+        check_value(key, value, rule)
+
+
+def check_value(key: str, value: Any, rule: Rule | None = None) -> None:
+    """Raise ConfigError when `value` is not what the rule of `key` allows (a key without one: any)."""
+    rule = rule or value_rule(key)
+    if rule is not None and rule.kind != "free" and not _allowed(value, rule):
+        raise ConfigError(f"{key}={value!r} must be {_describe(rule)}")
+
+
+def _values(node: DictConfig, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key in node:
+        if not prefix and key == "hydra":
+            continue
+        if OmegaConf.is_missing(node, key) or OmegaConf.is_interpolation(node, key):
+            continue
+        value = node[key]
+        if isinstance(value, DictConfig):
+            yield from _values(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", _plain(value)
+
+
+def _allowed(value: Any, rule: Rule) -> bool:
+    plain = [other for other in rule.also if not callable(other)]
+    if _among(value, plain) or (len(plain) < len(rule.also) and _among(value, _also(rule))):
+        return True
+    if rule.many is not None:
+        one = rule._replace(also=(), many=None)
+        return (
+            isinstance(value, list) and len(value) == (rule.many or len(value)) and all(_allowed(v, one) for v in value)
+        )
+    if rule.kind == "bool":
+        return isinstance(value, bool)
+    if rule.kind == "share":
+        return (_is_int(value) and value >= 0) or (isinstance(value, float) and _within(value, rule.bounds))
+    is_kind = (
+        _is_int(value) if rule.kind == "int" else rule.kind == "number" and _is_real(value) and math.isfinite(value)
+    )
+    return is_kind and _within(value, rule.bounds)
+
+
+def _within(value: Real, bounds: str) -> bool:
+    if bounds[:1] in ("[", "("):
+        low, high = (float(end) for end in bounds[1:-1].split(","))
+        above = low <= value if bounds[0] == "[" else low < value
+        return above and (value <= high if bounds[-1] == "]" else value < high)
+    op, _, limit = bounds.partition(" ")
+    return {"": True, ">=": value >= float(limit or 0), ">": value > float(limit or 0)}[op]
+
+
+def _among(value: Any, allowed: Any) -> bool:
+    return any(type(value) is type(other) and value == other for other in allowed)  # 1 is not true
+
+
+def _also(rule: Rule) -> list[Any]:
+    return [value for other in rule.also for value in (other() if callable(other) else (other,))]
+
+
+def _describe(rule: Rule) -> str:
+    also = _also(rule)
+    if rule.kind == "one of":
+        return f"one of {', '.join(map(_written, also))}"
+    bounds = f" in {rule.bounds}" if rule.bounds[:1] in ("[", "(") else f" {rule.bounds}" if rule.bounds else ""
+    if rule.kind == "share":
+        what = f"a count (a whole number >= 0) or a fraction{bounds}"
+    elif rule.kind == "bool":
+        what = "true or false"
+    else:
+        noun = "whole number" if rule.kind == "int" else "number"
+        what = {None: f"a {noun}", 0: f"a list of {noun}s"}.get(rule.many, f"{rule.many} {noun}s") + bounds
+    return what + "".join(f", or {_written(other)}" for other in also)
+
+
+def _written(value: Any) -> str:
+    """A value as YAML and the command line write it: true, null."""
+    return {True: "true", False: "false", None: "null"}.get(value, str(value)) if not _is_int(value) else str(value)
 
 
 def check_callbacks(cfg: DictConfig) -> None:
@@ -189,25 +405,12 @@ _SETTING_WORDS = {
 
 def check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
-    check_steps(trainer.get("max_steps"), trainer.get("max_epochs"))
+    check_value("trainer.max_steps", trainer.get("max_steps"))  # also when left out: runs are measured in steps
     settings = {key: _setting(trainer[key]) for key in TRAINER_SETTINGS if key in trainer}
     if runs_elsewhere(cfg):
         check_setting_names(settings)
     else:
         check_on_this_machine(cfg, settings)
-
-
-def check_steps(max_steps: Any, max_epochs: Any) -> None:
-    if not _is_int(max_steps) or max_steps < 1:
-        raise ConfigError(
-            f"trainer.max_steps={max_steps!r} must be a number of training steps >= 1 "
-            "(a run and its schedule are measured in steps)"
-        )
-    if max_epochs is not None and (not _is_int(max_epochs) or (max_epochs < 1 and max_epochs != -1)):
-        raise ConfigError(
-            f"trainer.max_epochs={max_epochs!r} must be a number of epochs >= 1, "
-            "or -1 or null for no limit (trainer.max_steps ends the run)"
-        )
 
 
 def check_on_this_machine(cfg: DictConfig, settings: dict[str, Any]) -> None:
@@ -343,27 +546,6 @@ def _quiet() -> Iterator[None]:
             logger.setLevel(level)
 
 
-# ----------------------------------------------------------------------------- optimiser
-
-
-def check_optimizer_ranges(cfg: DictConfig) -> None:
-    """lr > 0, 0 <= momentum < 1, weight_decay >= 0, betas in [0, 1), for any optimiser config
-    that has these keys (torch.optim accepts lr=0 and momentum >= 1, which never train)."""
-    optimizer = cfg.optimizer
-    if "lr" in optimizer and not (_is_real(optimizer.lr) and optimizer.lr > 0):
-        raise ConfigError(f"optimizer.lr={optimizer.lr!r} must be a number > 0 (the learning rate, e.g. 0.1 for SGD)")
-    if "momentum" in optimizer and not (_is_real(optimizer.momentum) and 0 <= optimizer.momentum < 1):
-        raise ConfigError(
-            f"optimizer.momentum={optimizer.momentum!r} must lie in [0, 1): 0 is plain SGD, the paper uses 0.9, "
-            "and from 1 on the steps grow without bound"
-        )
-    if "weight_decay" in optimizer and not (_is_real(optimizer.weight_decay) and optimizer.weight_decay >= 0):
-        raise ConfigError(f"optimizer.weight_decay={optimizer.weight_decay!r} must be a number >= 0 (0: none)")
-    betas = optimizer.get("betas")
-    if betas is not None and not (len(betas) == 2 and all(_is_real(b) and 0 <= b < 1 for b in betas)):
-        raise ConfigError(f"optimizer.betas={_plain(betas)!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
-
-
 # ----------------------------------------------------------------------------- output folder
 
 
@@ -407,10 +589,6 @@ def _setting(node: Any) -> Any:
     return _plain(node)
 
 
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
@@ -419,39 +597,7 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
 
 
-# ----------------------------------------------------------------------------- speed, cluster
-
-
-def check_speed(
-    compile: bool | str = False,
-    channels_last: bool | str = "auto",
-    float32_matmul_precision: str = "auto",
-    **unknown: Any,
-) -> None:
-    """Raise ConfigError for a `speed.*` value that cannot be applied."""
-    if unknown:
-        raise ConfigError(
-            f"speed.{sorted(unknown)[0]} is not a speed setting; the settings are compile, channels_last, "
-            "float32_matmul_precision"
-        )
-    if not isinstance(compile, bool):
-        import torch
-
-        backends = torch.compiler.list_backends(exclude_tags=())
-        if compile not in backends:
-            raise ConfigError(
-                f"speed.compile={compile!r} is not allowed; use false, true (torch.compile's default "
-                f"backend, inductor) or a torch.compile backend: {', '.join(sorted(backends))}"
-            )
-    if not isinstance(channels_last, bool) and channels_last != "auto":
-        raise ConfigError(
-            f"speed.channels_last={channels_last!r} is not allowed; use true, false or auto (on CUDA and the CPU)"
-        )
-    if float32_matmul_precision not in MATMUL_PRECISIONS:
-        raise ConfigError(
-            f"speed.float32_matmul_precision={float32_matmul_precision!r} is not allowed; "
-            f"use one of {', '.join(MATMUL_PRECISIONS)}"
-        )
+# ----------------------------------------------------------------------------- cluster
 
 
 def check_node_layout(launcher: DictConfig | None) -> None:
@@ -470,8 +616,12 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
     launcher, or none: nothing to check."""
     if not is_slurm_launcher(launcher):
         return
-    devices = _count("trainer.devices", trainer.get("devices"), "devices per node; SLURM starts one task per device")
-    num_nodes = _count("trainer.num_nodes", trainer.get("num_nodes", 1), "nodes")
+    devices, num_nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
+    for key, value in (("trainer.devices", devices), ("trainer.num_nodes", num_nodes)):
+        if not _allowed(value, Rule("int", ">= 1")):
+            raise ConfigError(
+                f"{key}={value!r}: under hydra/launcher=slurm give a whole number >= 1 (SLURM starts one task per device on each node)"
+            )
     nodes, tasks = launcher.get("nodes"), launcher.get("tasks_per_node")
     if nodes != num_nodes:
         raise ConfigError(
@@ -496,14 +646,6 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
             f"trainer.accelerator={accelerator}: each task trains on one GPU, so ask for {devices} per node "
             "(leave hydra.launcher.gpus_per_node out: it follows trainer.devices)"
         )
-
-
-def _count(key: str, value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(
-            f"{key}={value!r}: under hydra/launcher=slurm give the number of {what} (a whole number >= 1)"
-        )
-    return value
 
 
 # --- A search's objective -------------------------------------------------------------------

@@ -39,12 +39,19 @@ def train_job(cfg: DictConfig) -> float | None:
     # No cycle collection while torch, Lightning and the task's modules are imported: each pass
     # would walk the objects they create again and again (benchmarks/README.md, "Start-up").
     gc.disable()
-    from reslab.checks import check_choice
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from reslab.checks import check_value, check_values
     from reslab.errors import ConfigError
-    from reslab.tasks import TASKS, task_function
+    from reslab.tasks import task_function
 
     try:
-        check_choice("task", cfg.task, tuple(TASKS))
+        # A single run's values before its job begins (a sweep checked its jobs before launching them).
+        if HydraConfig.get().mode == RunMode.RUN:
+            check_values(cfg)
+        else:
+            check_value("task", cfg.task)
     except ConfigError as error:
         logging.getLogger("reslab").error("configuration error: %s", error)
         raise SystemExit(2) from None
