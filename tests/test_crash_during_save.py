@@ -18,6 +18,8 @@ import torch
 
 from conftest import FAST, cli_env, run_cli
 
+pytestmark = pytest.mark.slow  # `pytest -m slow` runs it (CI does)
+
 KILLS = 5
 ARGS = [
     *[o for o in FAST if not o.startswith("trainer.max_steps")],

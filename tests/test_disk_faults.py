@@ -21,6 +21,8 @@ from job_faults import fill_disk
 from conftest import FAST, run_cli
 from reslab.job import LOCK_FILE
 
+pytestmark = pytest.mark.slow  # `pytest -m slow` runs it (CI does)
+
 TESTS = Path(__file__).resolve().parent
 RUN = [*FAST, "logger=csv", "model.depth=8", "trainer.limit_test_batches=2", "trainer.limit_val_batches=2"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_data import write_image_tree
 
 
@@ -34,6 +35,7 @@ def test_eval_needs_weights_to_score(train):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_eval_on_an_image_folder_gives_centre_and_ten_crop_errors(train, tmp_path):
     root = write_image_tree(tmp_path / "imagenet", per_class=3, height=40, width=50)
     data = [

@@ -317,6 +317,7 @@ def sweep_dirs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "multirun").glob("*/*") if p.is_dir())
 
 
+@pytest.mark.slow
 def test_cifar_table6_smoke_sweep_and_its_table6_report(train, report, tmp_path):
     data = write_cifar_like(tmp_path / "tiny_cifar", n_train=60, n_test=20)
     train("-m", "experiment=cifar_table6_smoke", f"data.root={data}", *CPU_QUIET, fast=False)

@@ -276,6 +276,7 @@ def test_processes_taking_one_folder_at_the_same_instant_never_both_get_it(tmp_p
 # ----------------------------------------------------------------------------- job folders
 
 
+@pytest.mark.slow
 def test_a_rerun_refuses_a_sweep_whose_job_folder_a_live_process_holds(tmp_path, sleeper):
     sweep = tmp_path / "sweep"
     args = ["-m", *RUN, f"hydra.sweep.dir={sweep}", "hydra.sweep.subdir=job${hydra.job.num}"]

@@ -289,6 +289,7 @@ def results(path: Path) -> dict:
     return json.loads((path / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_device_decoding_trains_and_checkpoints_score_the_same_on_either_path(train, tmp_path):
     """A run with data.decode=device trains and evaluates on a JPEG folder on the CPU; its
     checkpoint scored with decode=cpu gives its own test error, and the other way round."""

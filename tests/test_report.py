@@ -54,6 +54,7 @@ def test_layouts_are_found_by_experiment_name():
     assert layout_for("digits_degradation") is None and layout_for(None) is None
 
 
+@pytest.mark.slow
 def test_partly_failed_sweep_with_two_seeds_per_point(train, report, tmp_path):
     # Launch order: depth 8 x seeds x lrs (lr 1e30 diverges), then depth 9, which is no valid
     # depth: those jobs fail. (The sweep's pre-check would refuse the whole sweep up front; it is
@@ -175,6 +176,7 @@ def p_text(p: float) -> str:
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
+@pytest.mark.slow
 def test_digits_degradation_runs_three_seeds_and_its_verdict_rests_on_welch_tests(train, report, tmp_path):
     train("-m", "experiment=digits_degradation", "model.depth=8,14")
     sweep = only_sweep(tmp_path)
@@ -229,6 +231,7 @@ def test_digits_degradation_runs_three_seeds_and_its_verdict_rests_on_welch_test
     assert (sweep / "training_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_compare_calls_a_badly_tuned_recipe_different_and_the_same_recipe_with_other_seeds_not(train, report, tmp_path):
     # Three sweeps of ResNet-8 on digits, 3 seeds each, 80 steps: the digits recipe (lr 0.05), the
     # same with lr 1e-4 (badly tuned), and the digits recipe again with other seeds (a null control).

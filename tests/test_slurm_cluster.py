@@ -14,7 +14,7 @@ import pytest
 
 from slurm_testing import NO_CLUSTER, cluster_answers, cluster_nodes, job_field
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 WAIT_S = 60
 

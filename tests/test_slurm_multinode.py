@@ -106,6 +106,7 @@ def cancel_at_end(tmp_path):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 def test_one_node_two_task_job_trains_as_two_ddp_ranks(one_node_run):
     record = results(one_node_run)
     assert record["status"] == "completed" and record["world_size"] == 2 and record["steps"] == 3 * STEPS_PER_EPOCH
@@ -119,6 +120,7 @@ def test_one_node_two_task_job_trains_as_two_ddp_ranks(one_node_run):
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.usefixtures("cancel_at_end")
 def test_two_node_job_trains_once_as_two_ranks_and_matches_one_node_with_two_tasks(tmp_path, one_node_run):
     # With W&B (offline): one W&B run for the job, not one per node.
@@ -144,6 +146,7 @@ def test_two_node_job_trains_once_as_two_ranks_and_matches_one_node_with_two_tas
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.usefixtures("cancel_at_end")
 def test_two_node_job_requeued_resumes_on_both_nodes_from_rank_zeros_checkpoint(tmp_path, one_node_run):
     # Held inside the second epoch, after the checkpoint at its start.
@@ -184,6 +187,7 @@ def test_two_node_job_requeued_resumes_on_both_nodes_from_rank_zeros_checkpoint(
 
 
 @pytest.mark.slurm
+@pytest.mark.slow
 @pytest.mark.usefixtures("cancel_at_end")
 def test_sweep_of_two_node_jobs_queues_them_and_a_failing_job_does_not_stop_the_other(tmp_path, two_nodes):
     # Each job holds both nodes whole (as multi-node jobs on a cluster usually do), so the

@@ -29,7 +29,7 @@ from slurm_testing import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 if not cluster_answers():
     pytest.skip(NO_CLUSTER, allow_module_level=True)

@@ -31,6 +31,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from reslab.loggers import build_loggers, close_loggers
 
+pytestmark = pytest.mark.slow  # `pytest -m slow` runs it (CI does)
+
 with initialize_config_dir(config_dir="{REPO / "conf"}", version_base="1.3"):
     cfg = compose(config_name="train", overrides=["paths.output_dir=" + sys.argv[1]])
 loggers = build_loggers(cfg, Path(sys.argv[1]), instantiate)
