@@ -61,7 +61,8 @@ def main(payload_path: str) -> None:
     except SystemExit as exit_:  # the job ended its process: still report how
         if exit_.code not in (0, None):
             error = exit_.__context__ or RuntimeError(f"the job exited with code {exit_.code}")
-            stopped_by = _stopped_by(exit_.code)
+            if exit_.code in (128 + signal.SIGINT, 128 + signal.SIGTERM):  # the job was interrupted
+                stopped_by = signal.Signals(exit_.code - 128).name
         job_return = None
     except Exception as raised:  # noqa: BLE001 - Hydra failed around the task: still report
         error, job_return = raised, None
@@ -86,14 +87,6 @@ def main(payload_path: str) -> None:
     # they run the same job and config, and only rank 0 reports to the launcher.
     if os.environ.get("LOCAL_RANK", "0") == "0":
         _save_result(result_path(payload_path), job_return)
-
-
-def _stopped_by(exit_code: object) -> str | None:
-    """The signal's name when the job ended with the exit code of an interruption (130, 143)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if exit_code == 128 + signum:
-            return signum.name
-    return None
 
 
 def _save_result(path: Path, job_return) -> None:
