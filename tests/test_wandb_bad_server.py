@@ -19,6 +19,8 @@ from test_wandb import FAKE_KEY, history, no_login_env
 
 from conftest import REPO, cli_env
 
+pytestmark = pytest.mark.slow  # `pytest -m slow` runs it (CI does)
+
 # A limit, not a speed target: the wait before offline is promised to be under 10 s.
 LIMIT_S = 20
 
@@ -30,8 +32,6 @@ logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s %(le
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from reslab.loggers import build_loggers, close_loggers
-
-pytestmark = pytest.mark.slow  # `pytest -m slow` runs it (CI does)
 
 with initialize_config_dir(config_dir="{REPO / "conf"}", version_base="1.3"):
     cfg = compose(config_name="train", overrides=["paths.output_dir=" + sys.argv[1]])
