@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from conftest import REPO
 from reslab.checks import check_values, value_rule
 from reslab.errors import ConfigError
+from reslab.folder_lock import GUARD_SUFFIX
 
 CONF = REPO / "conf"
 GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "logger", "callbacks", "debug")
@@ -139,7 +140,8 @@ def test_the_cli_refuses_a_bad_value_before_the_job_writes_anything(train, tmp_p
     assert len(lines) == 1 and message in lines[0], output[-3000:]
     # Before any work: no job record, nothing trained, the folder's lock let go.
     written = sorted(str(p.relative_to(tmp_path)) for p in Path(tmp_path, "job").rglob("*") if ".hydra" not in p.parts)
-    assert not [name for name in written if not name.endswith(".log")], written
+    # The folder's guard file stays (reslab.folder_lock); the lock itself is gone.
+    assert not [name for name in written if not name.endswith((".log", GUARD_SUFFIX))], written
 
 
 @pytest.mark.parametrize(
