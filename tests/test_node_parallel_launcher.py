@@ -512,18 +512,21 @@ def test_experiment_digits_degradation_packs_its_jobs_by_default(hydra_restore_s
     assert "submitit" in on_slurm.hydra.launcher._target_  # the command line still chooses
 
 
-def test_a_corrupt_checkpoint_fails_its_job_and_the_other_completes(train, tmp_path):
-    sweep = tmp_path / "sweep"
-    args = [
+def cpu_sweep(sweep):
+    """A node_parallel sweep of `reslab-train` on the CPU cores into `sweep`, job folders job0, job1, ..."""
+    return [
         "-m",
         "hydra/launcher=node_parallel",
         "hydra.launcher.gpus=[]",
         f"hydra.sweep.dir={sweep}",
         "hydra.sweep.subdir=job${hydra.job.num}",
         "logger=csv",
-        "model.depth=8,20",
-        "callbacks.checkpoint.every_n_train_steps=20",
     ]
+
+
+def test_a_corrupt_checkpoint_fails_its_job_and_the_other_completes(train, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = [*cpu_sweep(sweep), "model.depth=8,20", "callbacks.checkpoint.every_n_train_steps=20"]
     train(*args, "trainer.max_steps=60")
     (sweep / "job0" / "checkpoints" / "last.ckpt").write_bytes(os.urandom(4096))
 
@@ -542,12 +545,7 @@ def test_a_corrupt_checkpoint_fails_its_job_and_the_other_completes(train, tmp_p
 def test_an_interrupted_job_is_logged_as_interrupted_not_as_a_failure(train, tmp_path):
     sweep = tmp_path / "sweep"
     proc = train(
-        "-m",
-        "hydra/launcher=node_parallel",
-        "hydra.launcher.gpus=[]",
-        f"hydra.sweep.dir={sweep}",
-        "hydra.sweep.subdir=job${hydra.job.num}",
-        "logger=csv",
+        *cpu_sweep(sweep),
         "model.depth=8",
         "+callbacks.fault._target_=job_faults.SignalAt",
         "+callbacks.fault.hook=setup_fit",
