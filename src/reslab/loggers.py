@@ -21,9 +21,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from reslab.errors import ConfigError
 from reslab.job import MONITORED, job_name, job_tags, sweep_group
-from reslab.wandb_runs import WANDB_MODES, previous_run_id, start_wandb_run
+from reslab.wandb_runs import previous_run_id, start_wandb_run
 
 log = logging.getLogger("reslab")
 
@@ -90,9 +89,6 @@ class WandbJobLogger(WandbLogger):
 def wandb_run_args(cfg: DictConfig, node: DictConfig, job_dir: Path) -> dict[str, Any]:
     """wandb.init arguments of this job that the config leaves null: name, group, tags, config
     and, on a rerun in the same job folder, the id of the folder's earlier run (resumed)."""
-    if node.get("mode") not in (None, *WANDB_MODES):
-        allowed = ", ".join(WANDB_MODES)
-        raise ConfigError(f"logger.wandb.mode must be one of {allowed} or null (auto), got {node.mode!r}")
     overrides, choices = _hydra_job_facts()
     config = OmegaConf.to_container(cfg, resolve=True)
     config["hydra"] = {"choices": choices, "overrides": overrides}

@@ -91,12 +91,6 @@ def how_it_ended(exit_code: int) -> str:
         return f"was killed by signal {-exit_code}"
 
 
-def longest_first(lengths: Sequence[float | None]) -> list[int]:
-    """The jobs' indices in start order: the longest first. Stable: equal lengths keep the
-    sweep's order, and unknown ones (None) come last."""
-    return sorted(range(len(lengths)), key=lambda i: (lengths[i] is None, -(lengths[i] or 0)))
-
-
 @dataclass
 class _Job:
     idx: int
@@ -176,6 +170,7 @@ class NodeParallelLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.task_name = str(config.hydra.job.name)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
@@ -193,24 +188,21 @@ class NodeParallelLauncher(Launcher):
         with tempfile.TemporaryDirectory(prefix="reslab-node-parallel-") as workdir:
             jobs = [self._prepare(idx, list(o), Path(workdir)) for idx, o in enumerate(job_overrides, initial_job_idx)]
             pending: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-            for i in longest_first([job.length for job in jobs]):
-                pending.put(jobs[i])
+            # The longest first; equal lengths keep the sweep's order, unknown ones (None) come last.
+            for job in sorted(jobs, key=lambda job: (job.length is None, -(job.length or 0))):
+                pending.put(job)
             returns: dict[int, JobReturn] = {}
             with self._passing_signals_on(), ThreadPoolExecutor(max_workers=plan.max_parallel) as pool:
                 for done in [pool.submit(self._serve_slot, slot, plan, pending, returns) for slot in plan.slots]:
                     done.result()
         # Hydra expects the returns in the sweep's order, whatever order the jobs ran in.
-        returns = [returns.get(job.idx) or job.returned(self._task_name, JobStatus.UNKNOWN) for job in jobs]
+        returns = [returns.get(job.idx) or job.returned(self.task_name, JobStatus.UNKNOWN) for job in jobs]
         if self._stop_signal is not None:
             not_started = sum(1 for r in returns if r.status == JobStatus.UNKNOWN)
             name = signal.Signals(self._stop_signal).name
             log.error("sweep stopped by %s; %d job(s) were not started", name, not_started)
             raise SystemExit(128 + self._stop_signal)
         return returns
-
-    @property
-    def _task_name(self) -> str:
-        return str(self.config.hydra.job.name)
 
     def _prepare(self, idx: int, overrides: list[str], workdir: Path) -> _Job:
         """Compose the job's config and write it where its process reads it."""
@@ -248,7 +240,7 @@ class NodeParallelLauncher(Launcher):
                     returns[job.idx] = self._run_job(job, slot, worker)
                 except Exception as error:  # noqa: BLE001 - the launcher's own fault: this job only
                     log.exception("%s could not be run", job.describe())
-                    returns[job.idx] = job.returned(self._task_name, JobStatus.FAILED, error)
+                    returns[job.idx] = job.returned(self.task_name, JobStatus.FAILED, error)
         finally:
             worker.close()
             with self._lock:
@@ -257,7 +249,7 @@ class NodeParallelLauncher(Launcher):
     def _run_job(self, job: _Job, slot: tuple[str, ...], worker: _Worker) -> JobReturn:
         with self._lock:  # so that a stopping sweep cannot miss a process that just started
             if self._stop_signal is not None:
-                return job.returned(self._task_name, JobStatus.UNKNOWN)
+                return job.returned(self.task_name, JobStatus.UNKNOWN)
             where = f"GPU {','.join(slot)}" if slot else "CPU"
             log.info("\t#%d on %s: %s", job.idx, where, " ".join(filter_overrides(job.overrides)))
             process = worker.start(job)
@@ -271,7 +263,7 @@ class NodeParallelLauncher(Launcher):
                 reason += f"; see its log in {job.folder}"
                 job_files.record_lost(job.folder, reason, job.overrides)
             log.error("%s", reason)
-            return job.returned(self._task_name, JobStatus.FAILED, RuntimeError(reason))
+            return job.returned(self.task_name, JobStatus.FAILED, RuntimeError(reason))
         import cloudpickle
 
         with result_path(job.payload).open("rb") as file:
