@@ -7,7 +7,7 @@ through `hydra.utils.instantiate(cfg.model)`.
 from reslab.models.blocks import LinearSkipUnit, PostActUnit, PreActUnit, Unit
 from reslab.models.complexity import count_flops, count_parameters, model_summary, weighted_depth
 from reslab.models.heads import Head, classifier_head, classifier_head_name
-from reslab.models.network import Network, NetworkSpec, build_network, resolve_spec
+from reslab.models.network import Network, NetworkSpec, build_network
 from reslab.models.shortcuts import ZeroPadSubsample
 from reslab.models.stems import Stem
 from reslab.models.torchvision_adapter import available_models, build_torchvision_model
@@ -30,6 +30,5 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "model_summary",
-    "resolve_spec",
     "weighted_depth",
 ]

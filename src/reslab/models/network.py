@@ -182,49 +182,8 @@ def build_network(
     """Build a plain or residual network; the keyword names are the keys of conf/model/*.yaml.
 
     Raises ConfigError, naming the allowed values, for any knob that is out of range or any
-    combination that cannot be built.
+    combination that cannot be built; then resolves the "auto" values into the `NetworkSpec`.
     """
-    spec = resolve_spec(
-        depth=depth,
-        shortcut=shortcut,
-        style=style,
-        block=block,
-        stages=stages,
-        width=width,
-        preact=preact,
-        norm=norm,
-        skip_span=skip_span,
-        skip_weight=skip_weight,
-        skip_source=skip_source,
-        stride_in_1x1=stride_in_1x1,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        input_size=input_size,
-    )
-    return Network(spec)
-
-
-def resolve_spec(
-    *,
-    depth: int,
-    shortcut: str,
-    style: str,
-    block: str,
-    stages: Sequence[int] | None,
-    width: int | None,
-    preact: bool,
-    norm: str,
-    skip_span: int | None,
-    skip_weight: float | str,
-    skip_source: str,
-    stride_in_1x1: bool,
-    zero_init_residual: bool,
-    num_classes: int,
-    in_channels: int,
-    input_size: int,
-) -> NetworkSpec:
-    """Validate the knobs and resolve "auto" values; builds nothing."""
     shortcut = _shortcut(shortcut)
     style = _choice("style", style, STYLES)
     block = _choice("block", block, BLOCKS)
@@ -286,7 +245,7 @@ def resolve_spec(
         order = "post"
 
     width = DEFAULT_WIDTH[style] if width is None else width
-    return NetworkSpec(
+    spec = NetworkSpec(
         style=style,
         block=block,
         units_per_stage=tuple(units),
@@ -302,6 +261,7 @@ def resolve_spec(
         num_classes=num_classes,
         in_channels=in_channels,
     )
+    return Network(spec)
 
 
 def _shortcut(value: object) -> str:
