@@ -23,7 +23,7 @@ Where images are decoded and augmented (`decode`):
 - `auto`: `device` when the trainer's device is CUDA, else `cpu`.
 Both paths draw from the same augmentation distributions and give the same evaluation pixels,
 so a checkpoint trained on one scores the same on the other. Every batch reaches the network
-through the datamodule's batch hooks (`transfer_batch_to_device`, `on_after_batch_transfer`);
+through `FolderBatch.to` and the datamodule's `on_after_batch_transfer` hook;
 Lightning's DataLoader, sampler and resume state are the usual ones. Decoding is TorchCodec's
 on both paths; an image that cannot be decoded is skipped, counted (`job_facts()`) and named in
 one log line.
@@ -57,7 +57,7 @@ from reslab.data.image_batches import (
     ten_crop_batch,
     train_batch,
 )
-from reslab.data.in_memory import check_data_root, check_non_negative_int, check_positive_int, drop_short_last_batch
+from reslab.data.in_memory import check_data_root, drop_short_last_batch
 from reslab.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -108,29 +108,25 @@ class ImageNetDataModule(L.LightningDataModule):
         decode: str = "auto",
     ) -> None:
         super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_classes = num_classes
         if in_channels != 3:
             raise ConfigError(f"data.in_channels={in_channels!r}: images are decoded as RGB, so it must be 3.")
-        self.image_size = check_positive_int("image_size", image_size)
+        self.image_size = image_size
         self.input_shape = (3, self.image_size, self.image_size)
         self.resize_range = self.check_resize_range(resize_range)
-        self.val_resize = check_positive_int("val_resize", val_resize)
+        self.val_resize = val_resize
         if self.val_resize < self.image_size:
             raise ConfigError(
                 f"data.val_resize={val_resize} is smaller than data.image_size={image_size}; the crop must fit."
             )
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else check_positive_int("eval_batch_size", eval_batch_size)
-        )
-        self.num_workers = check_non_negative_int("num_workers", num_workers)
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         if not isinstance(augment, bool):
             raise ConfigError(f"data.augment={augment!r} must be true or false for image folders.")
         self.augment = augment
-        if not isinstance(color_jitter, (int, float)) or isinstance(color_jitter, bool) or color_jitter < 0:
-            raise ConfigError(f"data.color_jitter={color_jitter!r} must be a number >= 0 (0 turns it off).")
         self.color_jitter = float(color_jitter)
         self.ten_crop_test = bool(ten_crop_test)
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
@@ -149,13 +145,10 @@ class ImageNetDataModule(L.LightningDataModule):
     # --- validation before any work: folder layout and class count, no file scan
 
     def check_resize_range(self, resize_range: Sequence[int]) -> tuple[int, int]:
-        values = list(resize_range) if hasattr(resize_range, "__iter__") else []
-        if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise ConfigError(f"data.resize_range={resize_range!r} must be [min, max] shorter-side sizes in pixels.")
-        low, high = values
+        low, high = resize_range
         if not self.image_size <= low <= high:
             raise ConfigError(
-                f"data.resize_range={values} must satisfy data.image_size ({self.image_size}) <= min <= max."
+                f"data.resize_range={list(resize_range)} must satisfy data.image_size ({self.image_size}) <= min <= max."
             )
         return low, high
 
@@ -256,11 +249,6 @@ class ImageNetDataModule(L.LightningDataModule):
             return EncodedImageFolder(folder) if self.decode_on == "device" else DecodedImageFolder(folder, transform)
         except FileNotFoundError as error:  # a class folder without any image file
             raise ConfigError(f"data.root={self.root}: {error}. Expected {LAYOUT}.") from error
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, FolderBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """A FolderBatch on its device to (images, labels): decoded and augmented here on the

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -112,18 +111,6 @@ def drop_short_last_batch(num_train: int, batch_size: int, world_size: int) -> b
 # ----------------------------------------------------------------------------- validation
 
 
-def check_positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ConfigError(f"data.{key}={value!r} must be a positive integer.")
-    return int(value)
-
-
-def check_non_negative_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise ConfigError(f"data.{key}={value!r} must be an integer >= 0.")
-    return int(value)
-
-
 def check_fixed(key: str, value: Any, expected: Any, dataset: str) -> None:
     """Shape keys of a fixed data set must state its real shape (the model is built from them)."""
     if value != expected:
@@ -137,17 +124,6 @@ def check_data_root(root: Any) -> Path:
     if root is None or str(root).strip() == "":
         raise ConfigError("data.root is empty; set it to the folder that holds (or will hold) the data set.")
     return Path(root).expanduser().resolve()
-
-
-def check_split_size(key: str, value: Any) -> int | float:
-    """A split size is a count (int >= 0) or a fraction of the whole (0 < float < 1)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ConfigError(f"data.{key}={value!r} must be a count (int >= 0) or a fraction in (0, 1).")
-    if isinstance(value, Integral):
-        return check_non_negative_int(key, value)
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"data.{key}={value!r}: a fraction must lie in (0, 1); use an int for a count.")
-    return float(value)
 
 
 def split_count(key: str, size: int | float, total: int, keep_at_least: int = 1) -> int:
@@ -224,17 +200,15 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_classes, self.in_channels, self.image_size = self.checked_shape(
             DataShape(num_classes, in_channels, image_size)
         )
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else check_positive_int("eval_batch_size", eval_batch_size)
-        )
-        self.seed = check_non_negative_int("seed", seed)
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.seed = seed
         if normalize not in NORMALIZATIONS:
             raise ConfigError(f"data.normalize={normalize!r} is not known; use one of {', '.join(NORMALIZATIONS)}.")
         self.normalize = normalize
         self.augmentation = resolve_augmentation(augment, self.default_augmentation)
-        self.crop_padding = check_non_negative_int("crop_padding", crop_padding)
-        self.num_workers = check_non_negative_int("num_workers", num_workers)
+        self.crop_padding = crop_padding
+        self.num_workers = num_workers
         self.on_device = bool(on_device)
         self.input_shape = (self.in_channels, self.image_size, self.image_size)
         self.splits: dict[str, Split] | None = None
@@ -242,14 +216,13 @@ class InMemoryDataModule(L.LightningDataModule):
         self.norm_std: Tensor | None = None
 
     def checked_shape(self, given: DataShape) -> DataShape:
-        """Each shape key checked; a data set of fixed shape fills in its own and refuses another."""
-        values = {}
+        """A data set of fixed shape fills in its own shape keys and refuses another."""
+        if self.fixed_shape is None:
+            return given
         for key, value in given._asdict().items():
-            own = None if self.fixed_shape is None else getattr(self.fixed_shape, key)
-            values[key] = check_positive_int(key, own if value is None else value)
-            if own is not None:
-                check_fixed(key, values[key], own, self.dataset_name)
-        return DataShape(**values)
+            if value is not None:
+                check_fixed(key, value, getattr(self.fixed_shape, key), self.dataset_name)
+        return self.fixed_shape
 
     # --- what a subclass provides
 
@@ -370,7 +343,7 @@ class TrainTestFilesDataModule(InMemoryDataModule):
     def __init__(self, root: str, download: bool = False, val_size: int | float = 5000, **shared: Any) -> None:
         """`**shared`: the InMemoryDataModule arguments."""
         super().__init__(**shared)
-        self.val_size = check_split_size("val_size", val_size)
+        self.val_size = val_size
         self.root = check_data_root(root)
         self.download = bool(download)
         missing = [name for name in self.files() if not (self.root / name).is_file()]
