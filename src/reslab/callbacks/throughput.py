@@ -28,7 +28,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from reslab.errors import ConfigError
 from reslab.models import count_flops
 
 # Dense (no sparsity) peak FLOP/s of one GPU, from NVIDIA's data sheets; matched against
@@ -73,8 +72,6 @@ class TrainingThroughput(pl.Callback):
     """Measures training throughput for results.json (see the module docstring)."""
 
     def __init__(self, skip_steps: int = 10) -> None:
-        if isinstance(skip_steps, bool) or not isinstance(skip_steps, int) or skip_steps < 0:
-            raise ConfigError(f"callbacks.throughput.skip_steps={skip_steps!r} must be an integer >= 0")
         self.skip_steps = skip_steps
         self.macs_per_image: int | None = None
         self._device = torch.device("cpu")
