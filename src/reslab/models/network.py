@@ -96,15 +96,12 @@ class Network(nn.Module):
         self._init_weights(spec.zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # He init as in the paper and torchvision; the fc keeps PyTorch's default
+        # He init as in the paper and torchvision; BN (ones, zeros) and the fc keep PyTorch's default
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
         if zero_init_residual:
             for unit in self.units():
                 unit.zero_init_residual()
