@@ -277,16 +277,3 @@ def run_toy_chain(
     }
     (out_dir / "toy_chain.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-__all__ = [
-    "ACTIVATIONS",
-    "DEFAULT_WEIGHT_RANGE",
-    "chain_gradient_autograd",
-    "chain_gradient_closed_form",
-    "draw_weights",
-    "plot_toy_chain",
-    "relative_error",
-    "run_toy_chain",
-    "sweep_depths",
-]
