@@ -54,6 +54,15 @@ class WarmupUntilError(pl.Callback):
         monitor: str = "train/err",
     ) -> None:
         super().__init__()
+        if not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
+            raise ConfigError(f"callbacks.warmup_until_error.factor={factor!r} must be in (0, 1), e.g. 0.1")
+        if not isinstance(error_threshold, (int, float)) or not 0.0 < error_threshold <= 1.0:
+            raise ConfigError(
+                f"callbacks.warmup_until_error.error_threshold={error_threshold!r} must be a fraction in (0, 1], "
+                "e.g. 0.8 for 80%"
+            )
+        if not isinstance(window, int) or isinstance(window, bool) or window < 1:
+            raise ConfigError(f"callbacks.warmup_until_error.window={window!r} must be an integer >= 1")
         self.factor = float(factor)
         self.error_threshold = float(error_threshold)
         self.window = window

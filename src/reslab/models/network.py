@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
 from reslab.errors import ConfigError
 from reslab.models.blocks import Unit, make_unit
@@ -63,7 +63,7 @@ class NetworkSpec:
         return 1 + sum(sum(spans) for spans in self.unit_spans) + 1
 
 
-class Network(nn.Module):
+class Network(nn.Sequential):
     """A `Stem`, the stages `layer1..layerK` (nn.Sequential of units) and a `Head`, run in order.
 
     The parts' layers are the network's own children, under torchvision's names (conv1, bn1,
@@ -73,9 +73,6 @@ class Network(nn.Module):
     """
 
     def __init__(self, spec: NetworkSpec) -> None:
-        super().__init__()
-        self.spec = spec
-        self.depth = spec.depth
         # Built in forward order, which is also the order the layers draw their initial weights.
         stem = Stem(
             style=spec.style, in_channels=spec.in_channels, width=spec.stem_width, norm=spec.norm, order=spec.order
@@ -85,9 +82,11 @@ class Network(nn.Module):
             in_channels=stages[-1][-1].out_channels, num_classes=spec.num_classes, norm=spec.norm, order=spec.order
         )
         stage_names = [f"layer{k}" for k in range(1, len(stages) + 1)]
-        layers = [*stem.named_children(), *zip(stage_names, stages, strict=True), *head.named_children()]
-        for name, layer in layers:
-            self.add_module(name, layer)
+        super().__init__(
+            OrderedDict([*stem.named_children(), *zip(stage_names, stages, strict=True), *head.named_children()])
+        )
+        self.spec = spec
+        self.depth = spec.depth
         self._part_names = {
             "stem": tuple(name for name, _ in stem.named_children()),
             "stages": tuple(stage_names),
@@ -125,12 +124,6 @@ class Network(nn.Module):
     def units(self) -> list[Unit]:
         """Every unit, stage by stage."""
         return [unit for stage in self.stages() for unit in stage]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for part in ("stem", "stages", "head"):
-            for _, layer in self._layers(part):
-                x = layer(x)
-        return x
 
 
 def make_stages(spec: NetworkSpec, in_channels: int) -> list[nn.Sequential]:
