@@ -4,11 +4,8 @@ With `decode: device` the DataLoader's workers only read each file's bytes (`Enc
 and a batch travels as one flat uint8 tensor (`collate_encoded`). In the training process,
 on the batch's device:
 
-- `BatchDecoder` decodes the batch with TorchCodec: one batched nvJPEG call on CUDA, libjpeg-turbo
-  image by image on the CPU. A batched decode fails as a whole when one file is bad, so a failing
-  batch is decoded again image by image, with format detection (a PNG named .JPEG decodes);
-  grayscale and CMYK JPEGs come out RGB. An image that still cannot be decoded is skipped,
-  counted (`BatchDecoder.skipped`) and named in one log line.
+- `BatchDecoder` decodes the batch with TorchCodec as the README's "Image folders" tells; a batched
+  decode fails as a whole when one file is bad, hence the image-by-image retry.
 - `train_batch` is the paper's training augmentation with every random parameter drawn per image:
   shorter side uniform in `resize_range`, a uniform `image_size` crop position, a horizontal flip
   with probability 1/2, brightness/contrast/saturation factors uniform in [1 - j, 1 + j] applied

@@ -15,18 +15,9 @@ Evaluation: shorter side resized to `val_resize` (256), centre `image_size` crop
 `ten_crop_test: true` the test batches are (B, 10, C, H, W): four corners and the centre, each
 also mirrored; the LightningModule averages the logits over dim 1 when its input is 5-D.
 
-Where images are decoded and augmented (`decode`):
-- `cpu`: in the DataLoader's worker processes, image by image (torchvision.transforms.v2);
-- `device`: the workers only read each file's bytes; the training process decodes each batch on
-  the training device (batched nvJPEG on CUDA) and augments it there, every random parameter
-  drawn per image (reslab.data.image_batches). On the CPU this runs in the training process;
-- `auto`: `device` when the trainer's device is CUDA, else `cpu`.
-Both paths draw from the same augmentation distributions and give the same evaluation pixels,
-so a checkpoint trained on one scores the same on the other. Every batch reaches the network
-through `FolderBatch.to` and the datamodule's `on_after_batch_transfer` hook;
-Lightning's DataLoader, sampler and resume state are the usual ones. Decoding is TorchCodec's
-on both paths; an image that cannot be decoded is skipped, counted (`job_facts()`) and named in
-one log line.
+Where images are decoded and augmented (`decode`: cpu, device or auto) is told in the README's
+"Image folders"; the `device` path's batch work is reslab.data.image_batches. Every batch reaches
+the network through `FolderBatch.to` and the datamodule's `on_after_batch_transfer` hook.
 """
 
 from __future__ import annotations

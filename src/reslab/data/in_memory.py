@@ -11,11 +11,6 @@ statistics of the training split, and, for training batches only, augment. Norma
 first, so the crop's zero padding is padding with the mean (as fb.resnet.torch does).
 Lightning only calls this hook when the datamodule is given to `Trainer.fit/test(datamodule=...)`
 and the LightningModule does not override the same hook.
-
-Arguments: `InMemoryDataModule` states the ones all of these data sets share (shape, batch
-sizes, seed, normalisation, augmentation, workers, on_device), `TrainTestFilesDataModule` those
-of the sets shipped as training and test files (root, download, val_size); each data set takes
-only its own and the defaults that differ for it, and passes the rest on.
 """
 
 from __future__ import annotations
