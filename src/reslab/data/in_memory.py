@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Split:
-    """Images (N, C, H, W; uint8, or float in [0, 1]) with their int64 labels (N,)."""
+class Split(Dataset):
+    """Images (N, C, H, W; uint8, or float in [0, 1]) with their int64 labels (N,), as a Dataset
+    whose batched fetch is one index_select, not N item lookups."""
 
     images: Tensor
     labels: Tensor
@@ -57,31 +58,21 @@ class Split:
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
-
-class TensorBatchDataset(Dataset):
-    """A Split as a Dataset whose batched fetch is one index_select, not N item lookups."""
-
-    def __init__(self, split: Split) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.split.images[index], self.split.labels[index]
+        return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         # DataLoader calls this with a whole batch of sampler indices when it exists.
         index = torch.as_tensor(indices, dtype=torch.long)
-        if self.split.labels.is_cuda:
+        if self.labels.is_cuda:
             # From pinned memory without blocking: a plain host-to-GPU copy waits for all the
             # work queued on the GPU, once per batch.
-            index = index.pin_memory().to(self.split.labels.device, non_blocking=True)
-        return self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+            index = index.pin_memory().to(self.labels.device, non_blocking=True)
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
 def keep_batch(batch: Any) -> Any:
-    """collate_fn for TensorBatchDataset: its batches are stacked already."""
+    """collate_fn for a Split: its batches are stacked already."""
     return batch
 
 
@@ -312,7 +303,7 @@ class InMemoryDataModule(L.LightningDataModule):
         # Worker processes cannot slice tensors that live on a GPU; there is no work to spread then.
         workers = self.num_workers if on_cpu else 0
         return DataLoader(
-            TensorBatchDataset(split),
+            split,
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
