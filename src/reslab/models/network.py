@@ -66,10 +66,8 @@ class NetworkSpec:
 class Network(nn.Sequential):
     """A `Stem`, the stages `layer1..layerK` (nn.Sequential of units) and a `Head`, run in order.
 
-    The parts' layers are the network's own children, under torchvision's names (conv1, bn1,
-    relu, maxpool, layer1..layerK, avgpool, fc), so state-dict keys read `conv1.weight`, not
-    `stem.conv1.weight`, and torchvision's weights load. `stem()`, `stages()` and `head()` give
-    the parts back.
+    The parts' layers are the network's own children (state-dict keys read `conv1.weight`, not
+    `stem.conv1.weight`); `stem()`, `stages()` and `head()` give the parts back.
     """
 
     def __init__(self, spec: NetworkSpec) -> None:
