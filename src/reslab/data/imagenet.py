@@ -248,33 +248,25 @@ class ImageNetDataModule(L.LightningDataModule):
             return batch
         for path in batch.skipped:
             self.decoder.note_skipped(path, "in a DataLoader worker")
-        if batch.encoded is None:
-            return self.require_images(batch.images, batch), batch.labels
-        device = batch.labels.device
-        decoded = self.decoder.decode(batch.files(), batch.paths, device)
-        kept = [index for index, image in enumerate(decoded) if image is not None]
-        images = [decoded[index] for index in kept]
-        labels = batch.labels
-        if len(kept) < len(decoded):
-            labels = labels.index_select(0, torch.tensor(kept, dtype=torch.long).to(device, non_blocking=True))
-        return self.transform_batch(images, batch.kind, batch.paths), labels
+        images, labels = batch.images, batch.labels
+        if batch.encoded is not None:
+            device = labels.device
+            decoded = self.decoder.decode(batch.files(), batch.paths, device)
+            kept = [index for index, image in enumerate(decoded) if image is not None]
+            if len(kept) < len(decoded):
+                labels = labels.index_select(0, torch.tensor(kept, dtype=torch.long).to(device, non_blocking=True))
+            images = self.transform_batch([decoded[index] for index in kept], batch.kind) if kept else None
+        if images is None:
+            files = (batch.skipped or batch.paths)[:3]
+            raise RuntimeError(f"no image of a batch could be decoded (files: {files}); check the data set")
+        return images, labels
 
-    def transform_batch(self, images: list[Tensor], kind: str, paths: Sequence[str]) -> Tensor:
-        if not images:
-            raise RuntimeError(f"no image of a batch could be decoded (first file: {paths[0]}); check the data set")
+    def transform_batch(self, images: list[Tensor], kind: str) -> Tensor:
         if kind == TRAIN and self.augment:
             return train_batch(images, self.image_size, self.resize_range, self.color_jitter, self.mean, self.std)
         if kind == TEN_CROP:
             return ten_crop_batch(images, self.image_size, self.val_resize, self.mean, self.std)
         return eval_batch(images, self.image_size, self.val_resize, self.mean, self.std)
-
-    @staticmethod
-    def require_images(images: Tensor | None, batch: FolderBatch) -> Tensor:
-        if images is None:
-            raise RuntimeError(
-                f"no image of a batch could be decoded (skipped: {batch.skipped[:3]}); check the data set"
-            )
-        return images
 
     @property
     def num_train(self) -> int | None:
