@@ -48,7 +48,7 @@ def build_torchvision_model(
     _check_name(name)
     weights_enum = torchvision.models.get_model_weights(name)
     if weights is not None and _is_enum_name(weights, weights_enum):
-        chosen = _weights_member(weights, weights_enum)
+        chosen = weights_enum[weights.split(".")[-1]]
         _check_input_size(name, weights_enum, input_size, pretrained=chosen)
         _require_cached(name, chosen)
         # torchvision's builders read the cached file with torch.hub's weights_only=False: a file
@@ -160,10 +160,6 @@ def _is_enum_name(weights: object, weights_enum: type) -> bool:
             f"or model.weights=/path/to/state_dict.pth"
         )
     return False
-
-
-def _weights_member(weights: str, weights_enum: type) -> torchvision.models.WeightsEnum:
-    return weights_enum[weights.split(".")[-1]]
 
 
 def cache_path(weights: torchvision.models.WeightsEnum) -> Path:
