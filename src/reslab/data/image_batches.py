@@ -105,9 +105,6 @@ class FolderBatch:
 class EncodedImageFolder(ImageFolder):
     """An ImageFolder whose items are (file bytes, label, path): the workers decode nothing."""
 
-    def __init__(self, root: str) -> None:
-        super().__init__(root, loader=read_bytes)
-
     def __getitem__(self, index: int) -> tuple[bytes, int, str]:
         path, label = self.samples[index]
         return read_bytes(path), label, path
@@ -116,9 +113,6 @@ class EncodedImageFolder(ImageFolder):
 class DecodedImageFolder(ImageFolder):
     """An ImageFolder decoded and transformed in the workers (the `cpu` path); an undecodable
     file gives (None, label, path) instead of ending the epoch."""
-
-    def __init__(self, root: str, transform) -> None:
-        super().__init__(root, transform, loader=read_rgb)
 
     def __getitem__(self, index: int) -> tuple[Tensor | None, int, str]:
         path, label = self.samples[index]
