@@ -226,7 +226,8 @@ class InMemoryDataModule(L.LightningDataModule):
             splits.setdefault("val", splits["test"])
             self.norm_mean, self.norm_std = normalization_stats(splits["train"].images, self.normalize)
             self.splits = splits
-        self.move_to(self.target_device())
+        # The tensors live on the Trainer's device when `on_device`, else on the CPU.
+        self.move_to(self.trainer_device() if self.on_device else torch.device("cpu"))
 
     @property
     def num_train(self) -> int | None:
@@ -280,10 +281,6 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def trainer_device(self) -> torch.device:
         return torch.device("cpu") if self.trainer is None else self.trainer.strategy.root_device
-
-    def target_device(self) -> torch.device:
-        """Where the tensors live: the Trainer's device when `on_device`, else the CPU."""
-        return self.trainer_device() if self.on_device else torch.device("cpu")
 
     def move_to(self, device: torch.device) -> None:
         assert self.splits is not None
