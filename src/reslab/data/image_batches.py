@@ -174,8 +174,6 @@ class BatchDecoder:
         """uint8 (3, H, W) RGB images on `device`, None where a file cannot be decoded."""
         from torchcodec.decoders import decode_jpeg  # imported where used: only image folders need TorchCodec
 
-        if not files:
-            return []
         try:
             return list(decode_jpeg(files, mode="RGB", device=device))
         except RuntimeError as error:
