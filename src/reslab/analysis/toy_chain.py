@@ -75,11 +75,6 @@ def _as_weights(weights: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _loss_gradient(theta: torch.Tensor, target: float | None) -> torch.Tensor:
-    """g = dR/dtheta: 1 for R = theta, theta - t for R = 0.5 (theta - t)^2."""
-    return torch.ones_like(theta) if target is None else theta - target
-
-
 def chain_gradient_autograd(
     weights: Sequence[float] | torch.Tensor,
     x: float,
@@ -124,7 +119,7 @@ def chain_gradient_closed_form(
         y = f(w_l * y)
     theta = y + w[0] * x_t if skip else y
 
-    g = _loss_gradient(theta, target)
+    g = torch.ones_like(theta) if target is None else theta - target  # dR/dtheta
     return float(g * x_t * (backprop + 1 if skip else backprop))
 
 

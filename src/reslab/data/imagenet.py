@@ -65,10 +65,6 @@ def stack_crops(crops: Sequence[Tensor]) -> Tensor:
     return torch.stack(list(crops))
 
 
-def class_folders(folder: str) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-
-
 class ImageNetDataModule(L.LightningDataModule):
     """Image folders read by worker processes, decoded and augmented there (`decode: cpu`) or as
     whole batches on the training device (`decode: device`).
@@ -147,7 +143,7 @@ class ImageNetDataModule(L.LightningDataModule):
         split_classes = {}
         for split in ("train", "val"):
             folder = self.root / split
-            found = class_folders(str(folder)) if folder.is_dir() else []
+            found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()) if folder.is_dir() else []
             if not found:
                 raise ConfigError(
                     f"image folder data set not found: data.root={self.root} has no class folders under "
