@@ -57,11 +57,6 @@ def decode_rgb(data: Tensor) -> Tensor:
     return image[0] if image.dim() == 4 else image
 
 
-def read_rgb(path: str) -> Tensor:
-    """A file decoded to a uint8 (3, H, W) RGB tensor (the `cpu` path's loader)."""
-    return decode_rgb(torch.frombuffer(bytearray(read_bytes(path)), dtype=torch.uint8))
-
-
 # ----------------------------------------------------------------------------- batches
 
 
@@ -117,7 +112,7 @@ class DecodedImageFolder(ImageFolder):
     def __getitem__(self, index: int) -> tuple[Tensor | None, int, str]:
         path, label = self.samples[index]
         try:
-            image = read_rgb(path)
+            image = decode_rgb(torch.frombuffer(bytearray(read_bytes(path)), dtype=torch.uint8))
         except (RuntimeError, ValueError):  # TorchCodec's errors for data it cannot decode
             return None, label, path
         return self.transform(image), label, path

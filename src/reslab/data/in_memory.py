@@ -97,15 +97,6 @@ def drop_short_last_batch(num_train: int, batch_size: int, world_size: int) -> b
 # ----------------------------------------------------------------------------- validation
 
 
-def check_fixed(key: str, value: Any, expected: Any, dataset: str) -> None:
-    """Shape keys of a fixed data set must state its real shape (the model is built from them)."""
-    if value != expected:
-        raise ConfigError(
-            f"data.{key}={value!r} does not match {dataset}, whose {key} is {expected}; "
-            f"remove the override or set data.{key}={expected}."
-        )
-
-
 def check_data_root(root: Any) -> Path:
     if root is None or str(root).strip() == "":
         raise ConfigError("data.root is empty; set it to the folder that holds (or will hold) the data set.")
@@ -202,12 +193,17 @@ class InMemoryDataModule(L.LightningDataModule):
         self.norm_std: Tensor | None = None
 
     def checked_shape(self, given: DataShape) -> DataShape:
-        """A data set of fixed shape fills in its own shape keys and refuses another."""
+        """A data set of fixed shape fills in its own shape keys and refuses another: the model is
+        built from them, so they must state the data's real shape."""
         if self.fixed_shape is None:
             return given
         for key, value in given._asdict().items():
-            if value is not None:
-                check_fixed(key, value, getattr(self.fixed_shape, key), self.dataset_name)
+            expected = getattr(self.fixed_shape, key)
+            if value is not None and value != expected:
+                raise ConfigError(
+                    f"data.{key}={value!r} does not match {self.dataset_name}, whose {key} is {expected}; "
+                    f"remove the override or set data.{key}={expected}."
+                )
         return self.fixed_shape
 
     # --- what a subclass provides

@@ -27,11 +27,6 @@ from reslab.safe_load import HoldsPythonObjects, NotATorchFile, load_tensors_onl
 _SIZE_KEYWORD = {"vit_": "image_size", "maxvit_": "input_size"}
 
 
-def available_models() -> list[str]:
-    """Names accepted by model.name (torchvision's classification models)."""
-    return torchvision.models.list_models(module=torchvision.models)
-
-
 def build_torchvision_model(
     name: str = "resnet18",
     weights: str | None = None,
@@ -131,7 +126,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 
 
 def _check_name(name: object) -> None:
-    names = available_models()
+    names = torchvision.models.list_models(module=torchvision.models)
     if isinstance(name, str) and name in names:
         return
     close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
