@@ -103,7 +103,7 @@ class TrainingThroughput(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._batches += 1
-        self._images += _batch_size(batch)
+        self._images += int(batch[0].shape[0])  # (images, labels), as the datamodules give it
         # Where the timed stretch ends if this batch is the last: before the checkpoint that
         # ModelCheckpoint (a later callback) or the end of training saves.
         self._clock.lap()
@@ -204,9 +204,3 @@ class Stopwatch:
         if self._stretches:
             self._stretches[-1][1].synchronize()
         return sum(start.elapsed_time(end) for start, end in self._stretches) / 1000
-
-
-def _batch_size(batch: Any) -> int:
-    """Images in a batch: the first dimension of the first tensor, (images, labels) or images."""
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(first.shape[0]) if isinstance(first, torch.Tensor) else 0
