@@ -28,7 +28,7 @@ from reslab.data import (
     write_mnist_like,
 )
 from reslab.data.augment import augment_batch, random_crop, random_flip
-from reslab.data.in_memory import DataShape, InMemoryDataModule, Split, TensorBatchDataset, keep_batch
+from reslab.data.in_memory import DataShape, InMemoryDataModule, Split, keep_batch
 from reslab.errors import ConfigError
 
 CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
@@ -96,7 +96,7 @@ def test_augment_none_is_identity():
 
 def test_batched_fetch_gives_stacked_batches_and_a_fast_epoch():
     split = Split(torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8), torch.randint(0, 10, (50_000,)))
-    loader = DataLoader(TensorBatchDataset(split), batch_size=128, shuffle=True, drop_last=True, collate_fn=keep_batch)
+    loader = DataLoader(split, batch_size=128, shuffle=True, drop_last=True, collate_fn=keep_batch)
     images, labels = next(iter(loader))
     assert images.shape == (128, 3, 32, 32) and images.dtype == torch.uint8
     assert labels.shape == (128,) and labels.dtype == torch.long

@@ -188,14 +188,14 @@ _RULES: tuple[tuple[Rule, str], ...] = (
     (
         Rule("int", ">= 1"),
         """model.depth model.in_channels model.input_size model.num_classes table3_nets.*.depth data.batch_size
-        data.image_size data.in_channels data.num_classes data.val_resize trainer.max_steps
+        data.image_size data.in_channels data.num_classes data.num_train data.num_test data.val_resize trainer.max_steps
         trainer.log_every_n_steps trainer.num_nodes scheduler.total_iters callbacks.grad_norms.every_n_steps
         callbacks.progress_bar.every_n_steps callbacks.warmup_until_error.window
         logger.csv.flush_logs_every_n_steps""",
     ),
     (
         Rule("int", ">= 0"),
-        """data.crop_padding data.num_workers data.num_train data.num_val data.num_test scheduler.warmup_iters
+        """data.crop_padding data.num_workers data.num_val scheduler.warmup_iters
         callbacks.throughput.skip_steps""",
     ),
     (Rule("int", ">= 1", (None,)), "model.width model.skip_span data.eval_batch_size trainer.check_val_every_n_epoch"),

@@ -26,19 +26,10 @@ class ClassificationModule(pl.LightningModule):
     parameters here, the scheduler function gets the optimiser and returns Lightning's dict.
 
     Every training step's `train/loss` and `train/err` (the error of that very batch: the
-    paper's training curves) stay on the device in `step_log` and reach the loggers every
-    `trainer.log_every_n_steps` steps, each under its own step (reslab.callbacks.step_log), so
-    the training loop never waits for the device to report a number.
-
-    Speed settings, applied once when Lightning configures the model:
-    - compile: false; true = `torch.compile` with its default backend (inductor); or a backend's
-      name. The network is compiled in place (`nn.Module.compile`), so checkpoints hold the same
-      parameter names with and without it and compiled and eager runs resume each other.
-    - channels_last: true, false or auto (on CUDA and the CPU): the network's weights and every
-      input batch in NHWC memory order, which cuDNN's tensor-core convolutions (bf16, TF32) and
-      oneDNN's CPU convolutions prefer.
-    - float32_matmul_precision: torch.set_float32_matmul_precision (highest, high, medium), or
-      auto: "high" (TF32 matrix products) on CUDA, unchanged elsewhere.
+    paper's training curves) wait on the device in `step_log` (reslab.callbacks.step_log).
+    The speed settings are the README's "Speed", applied once when Lightning configures the
+    model; the network is compiled in place (`nn.Module.compile`), so checkpoints hold the same
+    parameter names with and without it.
     """
 
     def __init__(

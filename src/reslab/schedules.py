@@ -50,11 +50,6 @@ def cosine(
     warmup_start_factor: float = 0.1,
 ) -> dict:
     """Cosine decay from the base lr to `eta_min` over `total_iters` intervals."""
-    if total_iters is None or total_iters <= 0:
-        raise ConfigError(
-            f"scheduler.total_iters must be a positive count, got {total_iters}; "
-            "set trainer.max_steps (step interval) or scheduler.total_iters (epoch interval)"
-        )
     return _lightning_config(
         CosineAnnealingLR(optimizer, T_max=total_iters, eta_min=eta_min),
         interval,

@@ -75,11 +75,6 @@ def _as_weights(weights: Sequence[float] | torch.Tensor) -> torch.Tensor:
     return w
 
 
-def _loss_gradient(theta: torch.Tensor, target: float | None) -> torch.Tensor:
-    """g = dR/dtheta: 1 for R = theta, theta - t for R = 0.5 (theta - t)^2."""
-    return torch.ones_like(theta) if target is None else theta - target
-
-
 def chain_gradient_autograd(
     weights: Sequence[float] | torch.Tensor,
     x: float,
@@ -124,7 +119,7 @@ def chain_gradient_closed_form(
         y = f(w_l * y)
     theta = y + w[0] * x_t if skip else y
 
-    g = _loss_gradient(theta, target)
+    g = torch.ones_like(theta) if target is None else theta - target  # dR/dtheta
     return float(g * x_t * (backprop + 1 if skip else backprop))
 
 
@@ -277,16 +272,3 @@ def run_toy_chain(
     }
     (out_dir / "toy_chain.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-__all__ = [
-    "ACTIVATIONS",
-    "DEFAULT_WEIGHT_RANGE",
-    "chain_gradient_autograd",
-    "chain_gradient_closed_form",
-    "draw_weights",
-    "plot_toy_chain",
-    "relative_error",
-    "run_toy_chain",
-    "sweep_depths",
-]

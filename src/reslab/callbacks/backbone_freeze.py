@@ -38,8 +38,6 @@ class FreezeBackbone(BaseFinetuning):
         super().__init__()
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
             raise ConfigError(f"callbacks.freeze_backbone.epochs={epochs!r} is not allowed; use an integer >= 0")
-        if not backbone_lr_factor > 0:
-            raise ConfigError(f"callbacks.freeze_backbone.backbone_lr_factor={backbone_lr_factor!r} must be > 0")
         self.epochs = epochs
         self.train_bn = train_bn
         self.backbone_lr_factor = float(backbone_lr_factor)

@@ -43,7 +43,6 @@ class Unit(NamedTuple):
 
 def find_units(net: nn.Module) -> list[Unit]:
     """Stem, the elements of the stages layer1, layer2, ... in order, then the head."""
-    net = getattr(net, "_orig_mod", net)  # torch.compile wraps the module it compiles
     children = dict(net.named_children())
     stages = sorted((int(match.group(1)), name) for name in children if (match := _STAGE_NAME.fullmatch(name)))
     if not stages:

@@ -40,15 +40,11 @@ class StepProgressBar(RichProgressBar):
     def describe_training(self, trainer: pl.Trainer) -> None:
         if self.is_disabled or self.progress is None or self.train_progress_bar_id is None:
             return
-        if not counted_in_steps(trainer):
+        # Only for runs that end at `max_steps` with no epoch limit (max_epochs -1 or None).
+        if not (trainer.max_steps is not None and trainer.max_steps > 0 and trainer.max_epochs in (None, -1)):
             return
         description = f"Epoch {trainer.current_epoch}, step {trainer.global_step:,}/{trainer.max_steps:,}"
         self.progress.update(self.train_progress_bar_id, description=description)
-
-
-def counted_in_steps(trainer: pl.Trainer) -> bool:
-    """Whether the run ends at `max_steps` with no epoch limit (max_epochs -1 or None)."""
-    return trainer.max_steps is not None and trainer.max_steps > 0 and trainer.max_epochs in (None, -1)
 
 
 def progress_bar(enabled: bool = True, every_n_steps: int = 1) -> Callback:

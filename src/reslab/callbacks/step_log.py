@@ -49,9 +49,6 @@ class FlushedSteps:
     epochs: list[int]
     values: dict[str, list[float]]
 
-    def __len__(self) -> int:
-        return len(self.steps)
-
     def rows(self) -> Iterator[tuple[int, dict[str, float]]]:
         """(step, {name: value, ..., "epoch": epoch}) per step, as a logger takes them."""
         for i, (step, epoch) in enumerate(zip(self.steps, self.epochs)):

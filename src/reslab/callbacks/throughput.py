@@ -28,7 +28,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
-from reslab.errors import ConfigError
 from reslab.models import count_flops
 
 # Dense (no sparsity) peak FLOP/s of one GPU, from NVIDIA's data sheets; matched against
@@ -73,8 +72,6 @@ class TrainingThroughput(pl.Callback):
     """Measures training throughput for results.json (see the module docstring)."""
 
     def __init__(self, skip_steps: int = 10) -> None:
-        if isinstance(skip_steps, bool) or not isinstance(skip_steps, int) or skip_steps < 0:
-            raise ConfigError(f"callbacks.throughput.skip_steps={skip_steps!r} must be an integer >= 0")
         self.skip_steps = skip_steps
         self.macs_per_image: int | None = None
         self._device = torch.device("cpu")
@@ -106,7 +103,7 @@ class TrainingThroughput(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._batches += 1
-        self._images += _batch_size(batch)
+        self._images += int(batch[0].shape[0])  # (images, labels), as the datamodules give it
         # Where the timed stretch ends if this batch is the last: before the checkpoint that
         # ModelCheckpoint (a later callback) or the end of training saves.
         self._clock.lap()
@@ -207,9 +204,3 @@ class Stopwatch:
         if self._stretches:
             self._stretches[-1][1].synchronize()
         return sum(start.elapsed_time(end) for start, end in self._stretches) / 1000
-
-
-def _batch_size(batch: Any) -> int:
-    """Images in a batch: the first dimension of the first tensor, (images, labels) or images."""
-    first = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return int(first.shape[0]) if isinstance(first, torch.Tensor) else 0

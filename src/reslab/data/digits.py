@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from sklearn.datasets import load_digits
 
-from reslab.data.in_memory import DataShape, InMemoryDataModule, Split, check_split_size, split_count, split_off
+from reslab.data.in_memory import DataShape, InMemoryDataModule, Split, split_count, split_off
 from reslab.errors import ConfigError
 
 
@@ -34,12 +34,10 @@ class DigitsDataModule(InMemoryDataModule):
     ) -> None:
         """`**shared`: the InMemoryDataModule arguments."""
         super().__init__(crop_padding=crop_padding, **shared)
-        self.test_count = split_count("test_size", check_split_size("test_size", test_size), self.num_images)
+        self.test_count = split_count("test_size", test_size, self.num_images)
         if self.test_count == 0:
             raise ConfigError("data.test_size=0 leaves no test split; use a count >= 1 or a fraction in (0, 1).")
-        self.val_count = split_count(
-            "val_size", check_split_size("val_size", val_size), self.num_images, keep_at_least=self.test_count + 1
-        )
+        self.val_count = split_count("val_size", val_size, self.num_images, keep_at_least=self.test_count + 1)
 
     def load_splits(self) -> dict[str, Split]:
         digits = load_digits()

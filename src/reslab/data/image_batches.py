@@ -4,11 +4,8 @@ With `decode: device` the DataLoader's workers only read each file's bytes (`Enc
 and a batch travels as one flat uint8 tensor (`collate_encoded`). In the training process,
 on the batch's device:
 
-- `BatchDecoder` decodes the batch with TorchCodec: one batched nvJPEG call on CUDA, libjpeg-turbo
-  image by image on the CPU. A batched decode fails as a whole when one file is bad, so a failing
-  batch is decoded again image by image, with format detection (a PNG named .JPEG decodes);
-  grayscale and CMYK JPEGs come out RGB. An image that still cannot be decoded is skipped,
-  counted (`BatchDecoder.skipped`) and named in one log line.
+- `BatchDecoder` decodes the batch with TorchCodec as the README's "Image folders" tells; a batched
+  decode fails as a whole when one file is bad, hence the image-by-image retry.
 - `train_batch` is the paper's training augmentation with every random parameter drawn per image:
   shorter side uniform in `resize_range`, a uniform `image_size` crop position, a horizontal flip
   with probability 1/2, brightness/contrast/saturation factors uniform in [1 - j, 1 + j] applied
@@ -60,11 +57,6 @@ def decode_rgb(data: Tensor) -> Tensor:
     return image[0] if image.dim() == 4 else image
 
 
-def read_rgb(path: str) -> Tensor:
-    """A file decoded to a uint8 (3, H, W) RGB tensor (the `cpu` path's loader)."""
-    return decode_rgb(torch.frombuffer(bytearray(read_bytes(path)), dtype=torch.uint8))
-
-
 # ----------------------------------------------------------------------------- batches
 
 
@@ -108,9 +100,6 @@ class FolderBatch:
 class EncodedImageFolder(ImageFolder):
     """An ImageFolder whose items are (file bytes, label, path): the workers decode nothing."""
 
-    def __init__(self, root: str) -> None:
-        super().__init__(root, loader=read_bytes)
-
     def __getitem__(self, index: int) -> tuple[bytes, int, str]:
         path, label = self.samples[index]
         return read_bytes(path), label, path
@@ -120,13 +109,10 @@ class DecodedImageFolder(ImageFolder):
     """An ImageFolder decoded and transformed in the workers (the `cpu` path); an undecodable
     file gives (None, label, path) instead of ending the epoch."""
 
-    def __init__(self, root: str, transform) -> None:
-        super().__init__(root, transform, loader=read_rgb)
-
     def __getitem__(self, index: int) -> tuple[Tensor | None, int, str]:
         path, label = self.samples[index]
         try:
-            image = read_rgb(path)
+            image = decode_rgb(torch.frombuffer(bytearray(read_bytes(path)), dtype=torch.uint8))
         except (RuntimeError, ValueError):  # TorchCodec's errors for data it cannot decode
             return None, label, path
         return self.transform(image), label, path
@@ -183,8 +169,6 @@ class BatchDecoder:
         """uint8 (3, H, W) RGB images on `device`, None where a file cannot be decoded."""
         from torchcodec.decoders import decode_jpeg  # imported where used: only image folders need TorchCodec
 
-        if not files:
-            return []
         try:
             return list(decode_jpeg(files, mode="RGB", device=device))
         except RuntimeError as error:

@@ -15,18 +15,9 @@ Evaluation: shorter side resized to `val_resize` (256), centre `image_size` crop
 `ten_crop_test: true` the test batches are (B, 10, C, H, W): four corners and the centre, each
 also mirrored; the LightningModule averages the logits over dim 1 when its input is 5-D.
 
-Where images are decoded and augmented (`decode`):
-- `cpu`: in the DataLoader's worker processes, image by image (torchvision.transforms.v2);
-- `device`: the workers only read each file's bytes; the training process decodes each batch on
-  the training device (batched nvJPEG on CUDA) and augments it there, every random parameter
-  drawn per image (reslab.data.image_batches). On the CPU this runs in the training process;
-- `auto`: `device` when the trainer's device is CUDA, else `cpu`.
-Both paths draw from the same augmentation distributions and give the same evaluation pixels,
-so a checkpoint trained on one scores the same on the other. Every batch reaches the network
-through the datamodule's batch hooks (`transfer_batch_to_device`, `on_after_batch_transfer`);
-Lightning's DataLoader, sampler and resume state are the usual ones. Decoding is TorchCodec's
-on both paths; an image that cannot be decoded is skipped, counted (`job_facts()`) and named in
-one log line.
+Where images are decoded and augmented (`decode`: cpu, device or auto) is told in the README's
+"Image folders"; the `device` path's batch work is reslab.data.image_batches. Every batch reaches
+the network through `FolderBatch.to` and the datamodule's `on_after_batch_transfer` hook.
 """
 
 from __future__ import annotations
@@ -57,7 +48,7 @@ from reslab.data.image_batches import (
     ten_crop_batch,
     train_batch,
 )
-from reslab.data.in_memory import check_data_root, check_non_negative_int, check_positive_int, drop_short_last_batch
+from reslab.data.in_memory import check_data_root, drop_short_last_batch
 from reslab.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -72,10 +63,6 @@ DECODE_CHOICES = ("cpu", "device", "auto")
 def stack_crops(crops: Sequence[Tensor]) -> Tensor:
     """TenCrop's tuple of crops as one (10, C, H, W) tensor, so batches collate to (B, 10, C, H, W)."""
     return torch.stack(list(crops))
-
-
-def class_folders(folder: str) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
 
 
 class ImageNetDataModule(L.LightningDataModule):
@@ -108,29 +95,25 @@ class ImageNetDataModule(L.LightningDataModule):
         decode: str = "auto",
     ) -> None:
         super().__init__()
-        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.num_classes = num_classes
         if in_channels != 3:
             raise ConfigError(f"data.in_channels={in_channels!r}: images are decoded as RGB, so it must be 3.")
-        self.image_size = check_positive_int("image_size", image_size)
+        self.image_size = image_size
         self.input_shape = (3, self.image_size, self.image_size)
         self.resize_range = self.check_resize_range(resize_range)
-        self.val_resize = check_positive_int("val_resize", val_resize)
+        self.val_resize = val_resize
         if self.val_resize < self.image_size:
             raise ConfigError(
                 f"data.val_resize={val_resize} is smaller than data.image_size={image_size}; the crop must fit."
             )
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else check_positive_int("eval_batch_size", eval_batch_size)
-        )
-        self.num_workers = check_non_negative_int("num_workers", num_workers)
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         if not isinstance(augment, bool):
             raise ConfigError(f"data.augment={augment!r} must be true or false for image folders.")
         self.augment = augment
-        if not isinstance(color_jitter, (int, float)) or isinstance(color_jitter, bool) or color_jitter < 0:
-            raise ConfigError(f"data.color_jitter={color_jitter!r} must be a number >= 0 (0 turns it off).")
         self.color_jitter = float(color_jitter)
         self.ten_crop_test = bool(ten_crop_test)
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
@@ -149,13 +132,10 @@ class ImageNetDataModule(L.LightningDataModule):
     # --- validation before any work: folder layout and class count, no file scan
 
     def check_resize_range(self, resize_range: Sequence[int]) -> tuple[int, int]:
-        values = list(resize_range) if hasattr(resize_range, "__iter__") else []
-        if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            raise ConfigError(f"data.resize_range={resize_range!r} must be [min, max] shorter-side sizes in pixels.")
-        low, high = values
+        low, high = resize_range
         if not self.image_size <= low <= high:
             raise ConfigError(
-                f"data.resize_range={values} must satisfy data.image_size ({self.image_size}) <= min <= max."
+                f"data.resize_range={list(resize_range)} must satisfy data.image_size ({self.image_size}) <= min <= max."
             )
         return low, high
 
@@ -163,7 +143,7 @@ class ImageNetDataModule(L.LightningDataModule):
         split_classes = {}
         for split in ("train", "val"):
             folder = self.root / split
-            found = class_folders(str(folder)) if folder.is_dir() else []
+            found = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()) if folder.is_dir() else []
             if not found:
                 raise ConfigError(
                     f"image folder data set not found: data.root={self.root} has no class folders under "
@@ -257,11 +237,6 @@ class ImageNetDataModule(L.LightningDataModule):
         except FileNotFoundError as error:  # a class folder without any image file
             raise ConfigError(f"data.root={self.root}: {error}. Expected {LAYOUT}.") from error
 
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        if isinstance(batch, FolderBatch):
-            return batch.to(device)
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """A FolderBatch on its device to (images, labels): decoded and augmented here on the
         `device` path, as the workers made it on the `cpu` path."""
@@ -269,33 +244,25 @@ class ImageNetDataModule(L.LightningDataModule):
             return batch
         for path in batch.skipped:
             self.decoder.note_skipped(path, "in a DataLoader worker")
-        if batch.encoded is None:
-            return self.require_images(batch.images, batch), batch.labels
-        device = batch.labels.device
-        decoded = self.decoder.decode(batch.files(), batch.paths, device)
-        kept = [index for index, image in enumerate(decoded) if image is not None]
-        images = [decoded[index] for index in kept]
-        labels = batch.labels
-        if len(kept) < len(decoded):
-            labels = labels.index_select(0, torch.tensor(kept, dtype=torch.long).to(device, non_blocking=True))
-        return self.transform_batch(images, batch.kind, batch.paths), labels
+        images, labels = batch.images, batch.labels
+        if batch.encoded is not None:
+            device = labels.device
+            decoded = self.decoder.decode(batch.files(), batch.paths, device)
+            kept = [index for index, image in enumerate(decoded) if image is not None]
+            if len(kept) < len(decoded):
+                labels = labels.index_select(0, torch.tensor(kept, dtype=torch.long).to(device, non_blocking=True))
+            images = self.transform_batch([decoded[index] for index in kept], batch.kind) if kept else None
+        if images is None:
+            files = (batch.skipped or batch.paths)[:3]
+            raise RuntimeError(f"no image of a batch could be decoded (files: {files}); check the data set")
+        return images, labels
 
-    def transform_batch(self, images: list[Tensor], kind: str, paths: Sequence[str]) -> Tensor:
-        if not images:
-            raise RuntimeError(f"no image of a batch could be decoded (first file: {paths[0]}); check the data set")
+    def transform_batch(self, images: list[Tensor], kind: str) -> Tensor:
         if kind == TRAIN and self.augment:
             return train_batch(images, self.image_size, self.resize_range, self.color_jitter, self.mean, self.std)
         if kind == TEN_CROP:
             return ten_crop_batch(images, self.image_size, self.val_resize, self.mean, self.std)
         return eval_batch(images, self.image_size, self.val_resize, self.mean, self.std)
-
-    @staticmethod
-    def require_images(images: Tensor | None, batch: FolderBatch) -> Tensor:
-        if images is None:
-            raise RuntimeError(
-                f"no image of a batch could be decoded (skipped: {batch.skipped[:3]}); check the data set"
-            )
-        return images
 
     @property
     def num_train(self) -> int | None:

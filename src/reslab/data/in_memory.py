@@ -11,11 +11,6 @@ statistics of the training split, and, for training batches only, augment. Norma
 first, so the crop's zero padding is padding with the mean (as fb.resnet.torch does).
 Lightning only calls this hook when the datamodule is given to `Trainer.fit/test(datamodule=...)`
 and the LightningModule does not override the same hook.
-
-Arguments: `InMemoryDataModule` states the ones all of these data sets share (shape, batch
-sizes, seed, normalisation, augmentation, workers, on_device), `TrainTestFilesDataModule` those
-of the sets shipped as training and test files (root, download, val_size); each data set takes
-only its own and the defaults that differ for it, and passes the rest on.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,8 +42,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Split:
-    """Images (N, C, H, W; uint8, or float in [0, 1]) with their int64 labels (N,)."""
+class Split(Dataset):
+    """Images (N, C, H, W; uint8, or float in [0, 1]) with their int64 labels (N,), as a Dataset
+    whose batched fetch is one index_select, not N item lookups."""
 
     images: Tensor
     labels: Tensor
@@ -63,31 +58,21 @@ class Split:
     def to(self, device: torch.device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
-
-class TensorBatchDataset(Dataset):
-    """A Split as a Dataset whose batched fetch is one index_select, not N item lookups."""
-
-    def __init__(self, split: Split) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        return self.split.images[index], self.split.labels[index]
+        return self.images[index], self.labels[index]
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         # DataLoader calls this with a whole batch of sampler indices when it exists.
         index = torch.as_tensor(indices, dtype=torch.long)
-        if self.split.labels.is_cuda:
+        if self.labels.is_cuda:
             # From pinned memory without blocking: a plain host-to-GPU copy waits for all the
             # work queued on the GPU, once per batch.
-            index = index.pin_memory().to(self.split.labels.device, non_blocking=True)
-        return self.split.images.index_select(0, index), self.split.labels.index_select(0, index)
+            index = index.pin_memory().to(self.labels.device, non_blocking=True)
+        return self.images.index_select(0, index), self.labels.index_select(0, index)
 
 
 def keep_batch(batch: Any) -> Any:
-    """collate_fn for TensorBatchDataset: its batches are stacked already."""
+    """collate_fn for a Split: its batches are stacked already."""
     return batch
 
 
@@ -112,42 +97,10 @@ def drop_short_last_batch(num_train: int, batch_size: int, world_size: int) -> b
 # ----------------------------------------------------------------------------- validation
 
 
-def check_positive_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ConfigError(f"data.{key}={value!r} must be a positive integer.")
-    return int(value)
-
-
-def check_non_negative_int(key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-        raise ConfigError(f"data.{key}={value!r} must be an integer >= 0.")
-    return int(value)
-
-
-def check_fixed(key: str, value: Any, expected: Any, dataset: str) -> None:
-    """Shape keys of a fixed data set must state its real shape (the model is built from them)."""
-    if value != expected:
-        raise ConfigError(
-            f"data.{key}={value!r} does not match {dataset}, whose {key} is {expected}; "
-            f"remove the override or set data.{key}={expected}."
-        )
-
-
 def check_data_root(root: Any) -> Path:
     if root is None or str(root).strip() == "":
         raise ConfigError("data.root is empty; set it to the folder that holds (or will hold) the data set.")
     return Path(root).expanduser().resolve()
-
-
-def check_split_size(key: str, value: Any) -> int | float:
-    """A split size is a count (int >= 0) or a fraction of the whole (0 < float < 1)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ConfigError(f"data.{key}={value!r} must be a count (int >= 0) or a fraction in (0, 1).")
-    if isinstance(value, Integral):
-        return check_non_negative_int(key, value)
-    if not 0.0 < value < 1.0:
-        raise ConfigError(f"data.{key}={value!r}: a fraction must lie in (0, 1); use an int for a count.")
-    return float(value)
 
 
 def split_count(key: str, size: int | float, total: int, keep_at_least: int = 1) -> int:
@@ -224,17 +177,15 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_classes, self.in_channels, self.image_size = self.checked_shape(
             DataShape(num_classes, in_channels, image_size)
         )
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.eval_batch_size = (
-            self.batch_size if eval_batch_size is None else check_positive_int("eval_batch_size", eval_batch_size)
-        )
-        self.seed = check_non_negative_int("seed", seed)
+        self.batch_size = batch_size
+        self.eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+        self.seed = seed
         if normalize not in NORMALIZATIONS:
             raise ConfigError(f"data.normalize={normalize!r} is not known; use one of {', '.join(NORMALIZATIONS)}.")
         self.normalize = normalize
         self.augmentation = resolve_augmentation(augment, self.default_augmentation)
-        self.crop_padding = check_non_negative_int("crop_padding", crop_padding)
-        self.num_workers = check_non_negative_int("num_workers", num_workers)
+        self.crop_padding = crop_padding
+        self.num_workers = num_workers
         self.on_device = bool(on_device)
         self.input_shape = (self.in_channels, self.image_size, self.image_size)
         self.splits: dict[str, Split] | None = None
@@ -242,14 +193,18 @@ class InMemoryDataModule(L.LightningDataModule):
         self.norm_std: Tensor | None = None
 
     def checked_shape(self, given: DataShape) -> DataShape:
-        """Each shape key checked; a data set of fixed shape fills in its own and refuses another."""
-        values = {}
+        """A data set of fixed shape fills in its own shape keys and refuses another: the model is
+        built from them, so they must state the data's real shape."""
+        if self.fixed_shape is None:
+            return given
         for key, value in given._asdict().items():
-            own = None if self.fixed_shape is None else getattr(self.fixed_shape, key)
-            values[key] = check_positive_int(key, own if value is None else value)
-            if own is not None:
-                check_fixed(key, values[key], own, self.dataset_name)
-        return DataShape(**values)
+            expected = getattr(self.fixed_shape, key)
+            if value is not None and value != expected:
+                raise ConfigError(
+                    f"data.{key}={value!r} does not match {self.dataset_name}, whose {key} is {expected}; "
+                    f"remove the override or set data.{key}={expected}."
+                )
+        return self.fixed_shape
 
     # --- what a subclass provides
 
@@ -267,7 +222,8 @@ class InMemoryDataModule(L.LightningDataModule):
             splits.setdefault("val", splits["test"])
             self.norm_mean, self.norm_std = normalization_stats(splits["train"].images, self.normalize)
             self.splits = splits
-        self.move_to(self.target_device())
+        # The tensors live on the Trainer's device when `on_device`, else on the CPU.
+        self.move_to(self.trainer_device() if self.on_device else torch.device("cpu"))
 
     @property
     def num_train(self) -> int | None:
@@ -322,10 +278,6 @@ class InMemoryDataModule(L.LightningDataModule):
     def trainer_device(self) -> torch.device:
         return torch.device("cpu") if self.trainer is None else self.trainer.strategy.root_device
 
-    def target_device(self) -> torch.device:
-        """Where the tensors live: the Trainer's device when `on_device`, else the CPU."""
-        return self.trainer_device() if self.on_device else torch.device("cpu")
-
     def move_to(self, device: torch.device) -> None:
         assert self.splits is not None
         if self.splits["train"].images.device == device:
@@ -344,7 +296,7 @@ class InMemoryDataModule(L.LightningDataModule):
         # Worker processes cannot slice tensors that live on a GPU; there is no work to spread then.
         workers = self.num_workers if on_cpu else 0
         return DataLoader(
-            TensorBatchDataset(split),
+            split,
             batch_size=batch_size,
             shuffle=shuffle,
             drop_last=drop_last,
@@ -370,7 +322,7 @@ class TrainTestFilesDataModule(InMemoryDataModule):
     def __init__(self, root: str, download: bool = False, val_size: int | float = 5000, **shared: Any) -> None:
         """`**shared`: the InMemoryDataModule arguments."""
         super().__init__(**shared)
-        self.val_size = check_split_size("val_size", val_size)
+        self.val_size = val_size
         self.root = check_data_root(root)
         self.download = bool(download)
         missing = [name for name in self.files() if not (self.root / name).is_file()]

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from reslab.data.in_memory import InMemoryDataModule, Split, check_non_negative_int, check_positive_int
+from reslab.data.in_memory import InMemoryDataModule, Split
 
 
 class SyntheticDataModule(InMemoryDataModule):
@@ -39,11 +39,7 @@ class SyntheticDataModule(InMemoryDataModule):
     ) -> None:
         """The shape defaults to CIFAR-10's; `**shared`: the other InMemoryDataModule arguments."""
         super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size, **shared)
-        self.sizes = {
-            "train": check_positive_int("num_train", num_train),
-            "val": check_non_negative_int("num_val", num_val),
-            "test": check_positive_int("num_test", num_test),
-        }
+        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.learnable = bool(learnable)
 
     def load_splits(self) -> dict[str, Split]:

@@ -6,30 +6,26 @@ through `hydra.utils.instantiate(cfg.model)`.
 
 from reslab.models.blocks import LinearSkipUnit, PostActUnit, PreActUnit, Unit
 from reslab.models.complexity import count_flops, count_parameters, model_summary, weighted_depth
-from reslab.models.heads import Head, classifier_head, classifier_head_name
-from reslab.models.network import Network, NetworkSpec, build_network, resolve_spec
+from reslab.models.heads import Head, classifier_head
+from reslab.models.network import Network, build_network
 from reslab.models.shortcuts import ZeroPadSubsample
 from reslab.models.stems import Stem
-from reslab.models.torchvision_adapter import available_models, build_torchvision_model
+from reslab.models.torchvision_adapter import build_torchvision_model
 
 __all__ = [
     "Head",
     "LinearSkipUnit",
     "Network",
-    "NetworkSpec",
     "PostActUnit",
     "PreActUnit",
     "Stem",
     "Unit",
     "ZeroPadSubsample",
-    "available_models",
     "build_network",
     "build_torchvision_model",
     "classifier_head",
-    "classifier_head_name",
     "count_flops",
     "count_parameters",
     "model_summary",
-    "resolve_spec",
     "weighted_depth",
 ]

@@ -25,10 +25,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from reslab.errors import ConfigError
 from reslab.models.layers import conv1x1, conv3x3, conv_has_bias, norm_layer
 from reslab.models.shortcuts import make_shortcut
-from reslab.models.stages import EXPANSION, LAYERS_PER_UNIT
+from reslab.models.stages import EXPANSION
 
 
 class Unit(nn.Module):
@@ -167,11 +166,6 @@ def unit_convs(
         convs = [conv3x3(in_channels, width, stride, bias)]
         convs += [conv3x3(width, width, 1, bias) for _ in range(span - 1)]
         return convs
-    if span != LAYERS_PER_UNIT["bottleneck"]:
-        raise ConfigError(
-            f"model.skip_span={span} does not fit bottleneck units, which are 1x1-3x3-1x1 "
-            f"(span 3); use skip_span=null (or 3), or model.block=basic for other spans"
-        )
     # torchvision ("v1.5") strides in the 3x3 conv; the paper strides in the first 1x1
     stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
     out_channels = width * EXPANSION["bottleneck"]

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
 from reslab.errors import ConfigError
 from reslab.models.blocks import Unit, make_unit
@@ -63,19 +63,14 @@ class NetworkSpec:
         return 1 + sum(sum(spans) for spans in self.unit_spans) + 1
 
 
-class Network(nn.Module):
+class Network(nn.Sequential):
     """A `Stem`, the stages `layer1..layerK` (nn.Sequential of units) and a `Head`, run in order.
 
-    The parts' layers are the network's own children, under torchvision's names (conv1, bn1,
-    relu, maxpool, layer1..layerK, avgpool, fc), so state-dict keys read `conv1.weight`, not
-    `stem.conv1.weight`, and torchvision's weights load. `stem()`, `stages()` and `head()` give
-    the parts back.
+    The parts' layers are the network's own children (state-dict keys read `conv1.weight`, not
+    `stem.conv1.weight`); `stem()`, `stages()` and `head()` give the parts back.
     """
 
     def __init__(self, spec: NetworkSpec) -> None:
-        super().__init__()
-        self.spec = spec
-        self.depth = spec.depth
         # Built in forward order, which is also the order the layers draw their initial weights.
         stem = Stem(
             style=spec.style, in_channels=spec.in_channels, width=spec.stem_width, norm=spec.norm, order=spec.order
@@ -85,9 +80,11 @@ class Network(nn.Module):
             in_channels=stages[-1][-1].out_channels, num_classes=spec.num_classes, norm=spec.norm, order=spec.order
         )
         stage_names = [f"layer{k}" for k in range(1, len(stages) + 1)]
-        layers = [*stem.named_children(), *zip(stage_names, stages, strict=True), *head.named_children()]
-        for name, layer in layers:
-            self.add_module(name, layer)
+        super().__init__(
+            OrderedDict([*stem.named_children(), *zip(stage_names, stages, strict=True), *head.named_children()])
+        )
+        self.spec = spec
+        self.depth = spec.depth
         self._part_names = {
             "stem": tuple(name for name, _ in stem.named_children()),
             "stages": tuple(stage_names),
@@ -96,15 +93,12 @@ class Network(nn.Module):
         self._init_weights(spec.zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # He init as in the paper and torchvision; the fc keeps PyTorch's default
+        # He init as in the paper and torchvision; BN (ones, zeros) and the fc keep PyTorch's default
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
         if zero_init_residual:
             for unit in self.units():
                 unit.zero_init_residual()
@@ -128,12 +122,6 @@ class Network(nn.Module):
     def units(self) -> list[Unit]:
         """Every unit, stage by stage."""
         return [unit for stage in self.stages() for unit in stage]
-
-    def forward(self, x: Tensor) -> Tensor:
-        for part in ("stem", "stages", "head"):
-            for _, layer in self._layers(part):
-                x = layer(x)
-        return x
 
 
 def make_stages(spec: NetworkSpec, in_channels: int) -> list[nn.Sequential]:
@@ -182,49 +170,8 @@ def build_network(
     """Build a plain or residual network; the keyword names are the keys of conf/model/*.yaml.
 
     Raises ConfigError, naming the allowed values, for any knob that is out of range or any
-    combination that cannot be built.
+    combination that cannot be built; then resolves the "auto" values into the `NetworkSpec`.
     """
-    spec = resolve_spec(
-        depth=depth,
-        shortcut=shortcut,
-        style=style,
-        block=block,
-        stages=stages,
-        width=width,
-        preact=preact,
-        norm=norm,
-        skip_span=skip_span,
-        skip_weight=skip_weight,
-        skip_source=skip_source,
-        stride_in_1x1=stride_in_1x1,
-        zero_init_residual=zero_init_residual,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        input_size=input_size,
-    )
-    return Network(spec)
-
-
-def resolve_spec(
-    *,
-    depth: int,
-    shortcut: str,
-    style: str,
-    block: str,
-    stages: Sequence[int] | None,
-    width: int | None,
-    preact: bool,
-    norm: str,
-    skip_span: int | None,
-    skip_weight: float | str,
-    skip_source: str,
-    stride_in_1x1: bool,
-    zero_init_residual: bool,
-    num_classes: int,
-    in_channels: int,
-    input_size: int,
-) -> NetworkSpec:
-    """Validate the knobs and resolve "auto" values; builds nothing."""
     shortcut = _shortcut(shortcut)
     style = _choice("style", style, STYLES)
     block = _choice("block", block, BLOCKS)
@@ -286,7 +233,7 @@ def resolve_spec(
         order = "post"
 
     width = DEFAULT_WIDTH[style] if width is None else width
-    return NetworkSpec(
+    spec = NetworkSpec(
         style=style,
         block=block,
         units_per_stage=tuple(units),
@@ -302,6 +249,7 @@ def resolve_spec(
         num_classes=num_classes,
         in_channels=in_channels,
     )
+    return Network(spec)
 
 
 def _shortcut(value: object) -> str:

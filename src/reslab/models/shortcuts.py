@@ -63,11 +63,7 @@ def make_shortcut(
     if option == "C" or (option == "B" and shape_changes):
         return projection(in_channels, out_channels, stride, norm, preact)
     if option == "A" and shape_changes:
-        if out_channels < in_channels:
-            raise ConfigError(
-                f"shortcut A can only zero-pad channels ({in_channels} -> {out_channels} shrinks); "
-                f"use model.shortcut=B or C for this stage layout"
-            )
+        # Stage widths double (network.py), so a unit never has fewer channels than its input.
         return ZeroPadSubsample(stride, out_channels - in_channels)
     return None
 

@@ -30,11 +30,6 @@ IMAGENET_MIN_INPUT_SIZE = 128
 CIFAR_NUM_STAGES = 3
 
 
-def cifar_depth_rule(block: str) -> str:
-    """The depth formula for CIFAR-style networks, e.g. '6n+2'."""
-    return f"{CIFAR_NUM_STAGES * LAYERS_PER_UNIT[block]}n+2"
-
-
 def cifar_stages(depth: int, block: str) -> list[int]:
     """Units per stage of a CIFAR-style network of `depth` weighted layers (stem + stages + fc)."""
     layers_per_n = CIFAR_NUM_STAGES * LAYERS_PER_UNIT[block]
@@ -42,7 +37,7 @@ def cifar_stages(depth: int, block: str) -> list[int]:
     if n < 1 or remainder != 0:
         nearest = nearest_cifar_depths(depth, block)
         raise ConfigError(
-            f"model.depth={depth} is not {cifar_depth_rule(block)} for CIFAR-style {block} units; "
+            f"model.depth={depth} is not {layers_per_n}n+2 for CIFAR-style {block} units; "
             f"nearest valid depths: {', '.join(map(str, nearest))} "
             f"(or give explicit per-stage unit counts with model.stages=[n1,n2,n3])"
         )

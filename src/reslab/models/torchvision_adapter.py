@@ -27,11 +27,6 @@ from reslab.safe_load import HoldsPythonObjects, NotATorchFile, load_tensors_onl
 _SIZE_KEYWORD = {"vit_": "image_size", "maxvit_": "input_size"}
 
 
-def available_models() -> list[str]:
-    """Names accepted by model.name (torchvision's classification models)."""
-    return torchvision.models.list_models(module=torchvision.models)
-
-
 def build_torchvision_model(
     name: str = "resnet18",
     weights: str | None = None,
@@ -48,7 +43,7 @@ def build_torchvision_model(
     _check_name(name)
     weights_enum = torchvision.models.get_model_weights(name)
     if weights is not None and _is_enum_name(weights, weights_enum):
-        chosen = _weights_member(weights, weights_enum)
+        chosen = weights_enum[weights.split(".")[-1]]
         _check_input_size(name, weights_enum, input_size, pretrained=chosen)
         _require_cached(name, chosen)
         # torchvision's builders read the cached file with torch.hub's weights_only=False: a file
@@ -131,7 +126,7 @@ def adapt_first_conv(model: nn.Module, in_channels: int) -> None:
 
 
 def _check_name(name: object) -> None:
-    names = available_models()
+    names = torchvision.models.list_models(module=torchvision.models)
     if isinstance(name, str) and name in names:
         return
     close = difflib.get_close_matches(str(name), names, n=5, cutoff=0.5)
@@ -160,10 +155,6 @@ def _is_enum_name(weights: object, weights_enum: type) -> bool:
             f"or model.weights=/path/to/state_dict.pth"
         )
     return False
-
-
-def _weights_member(weights: str, weights_enum: type) -> torchvision.models.WeightsEnum:
-    return weights_enum[weights.split(".")[-1]]
 
 
 def cache_path(weights: torchvision.models.WeightsEnum) -> Path:
