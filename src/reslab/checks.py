@@ -366,16 +366,13 @@ def check_callbacks(cfg: DictConfig) -> None:
 def check_optimizer_builds(cfg: DictConfig) -> None:
     import torch
 
+    # Both are partial (`_partial_: true`): what they refuse comes from the call, not from Hydra.
     try:
         optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
         if cfg.get("scheduler"):
             instantiate(cfg.scheduler)(optimizer)
-    except (InstantiationException, ValueError) as error:
-        # torch.optim checks its own arguments (a negative lr, momentum) with ValueError.
-        cause = error.__cause__ if isinstance(error, InstantiationException) else error
-        if isinstance(cause, ValueError):
-            raise ConfigError(f"optimizer / scheduler: {cause}") from None
-        raise
+    except ValueError as error:  # how torch.optim refuses its own arguments (nesterov without momentum)
+        raise ConfigError(f"optimizer / scheduler: {error}") from None
 
 
 # Trainer arguments that the throwaway Trainer judges, in the order the message names them.
@@ -506,17 +503,13 @@ _ALLOWED = {
 @contextmanager
 def _quiet() -> Iterator[None]:
     """No device banner or warning from the throwaway Trainer: the job's own Trainer says them."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -532,22 +525,16 @@ def check_output_folder(cfg: DictConfig) -> None:
     folder = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
     if folder is None:
         return
-    reason = why_not_creatable(Path(str(folder)))
-    if reason:
-        raise ConfigError(f"paths.output_dir={folder} cannot be created: {reason}; choose another folder")
-
-
-def why_not_creatable(folder: Path) -> str | None:
-    """Why `folder` cannot be created and written to, or None. Looks, creates nothing."""
-    for existing in (folder, *folder.parents):
-        if not os.path.lexists(existing):
-            continue
-        if not existing.is_dir():
-            return f"{existing} is a file, not a folder"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return f"{existing} is not writable"
-        return None
-    return None
+    # The nearest of the folder and its parents that exists decides.
+    path = Path(str(folder))
+    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return
+    raise ConfigError(f"paths.output_dir={folder} cannot be created: {reason}; choose another folder")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -588,11 +575,11 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
     if not is_slurm_launcher(launcher):
         return
     devices, num_nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
-    for key, value in (("trainer.devices", devices), ("trainer.num_nodes", num_nodes)):
-        if not _allowed(value, Rule("int", ">= 1")):
-            raise ConfigError(
-                f"{key}={value!r}: under hydra/launcher=slurm give a whole number >= 1 (SLURM starts one task per device on each node)"
-            )
+    # trainer.num_nodes is a whole number >= 1 already (VALUE_RULES); devices may be auto elsewhere.
+    if not _allowed(devices, Rule("int", ">= 1")):
+        raise ConfigError(
+            f"trainer.devices={devices!r}: under hydra/launcher=slurm give a whole number >= 1 (SLURM starts one task per device on each node)"
+        )
     nodes, tasks = launcher.get("nodes"), launcher.get("tasks_per_node")
     if nodes != num_nodes:
         raise ConfigError(
@@ -629,12 +616,6 @@ class SearchRefused(ConfigError):
     """The search's trials cannot produce its objective."""
 
 
-HOW_TO_VALIDATE = (
-    "validate sooner (e.g. trainer.val_check_interval=N with trainer.check_val_every_n_epoch=null: "
-    "every N steps) or train longer (trainer.max_steps)"
-)
-
-
 def check_search_objective(job_config: DictConfig, sweep_config: DictConfig) -> None:
     """SearchRefused when the trials of a search cannot validate, so cannot produce an objective.
 
@@ -657,7 +638,9 @@ def check_search_objective(job_config: DictConfig, sweep_config: DictConfig) -> 
         step, how = first
         raise SearchRefused(
             f"no trial can produce the search's objective (its best val/err): the first validation "
-            f"comes at step {step} ({how}), after trainer.max_steps={max_steps}; {HOW_TO_VALIDATE}"
+            f"comes at step {step} ({how}), after trainer.max_steps={max_steps}; validate sooner (e.g. "
+            "trainer.val_check_interval=N with trainer.check_val_every_n_epoch=null: every N steps) or train "
+            "longer (trainer.max_steps)"
         )
 
 
