@@ -425,9 +425,11 @@ def check_setting_names(settings: dict[str, Any]) -> None:
             f"trainer.accelerator={accelerator!r} is not known to Lightning; use one of {', '.join(accelerators)}"
         )
     strategy = settings.get("strategy", "auto")
-    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
-        names = ", ".join(StrategyRegistry.available_strategies())
-        raise ConfigError(f"trainer.strategy={strategy!r} is not known to Lightning; use auto or one of {names}")
+    strategies = StrategyRegistry.available_strategies()
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in strategies:
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is not known to Lightning; use auto or one of {', '.join(strategies)}"
+        )
     if "precision" in settings:
         _throwaway_trainer({"precision": settings["precision"]}, accelerator="cpu", devices=1)
 
