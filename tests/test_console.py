@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 
-from reslab.console import DropAdvertisements
+from reslab.console import not_an_advertisement
 
 # A default run's settings, with the progress bar on (the fixtures' FAST turns it off).
 SHORT = ["trainer.accelerator=cpu", "data.batch_size=32"]
@@ -54,12 +54,10 @@ def test_default_run_is_quiet_and_real_warnings_still_show(train, tmp_path):
 
 
 def test_only_advertisements_are_dropped():
-    keep = DropAdvertisements()
-
     def record(msg):
         return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, "", 0, msg, None, None)
 
-    assert not keep.filter(
+    assert not not_an_advertisement(
         record("💡 Tip: For seamless cloud logging and experiment tracking, try installing [litlogger]")
     )
-    assert keep.filter(record("GPU available: False, used: False"))
+    assert not_an_advertisement(record("GPU available: False, used: False"))

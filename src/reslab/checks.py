@@ -82,8 +82,10 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
     except InstantiationException as error:
         if isinstance(error.__cause__, ConfigError):
             raise error.__cause__ from None
-        unknown = _unexpected_keyword(error.__cause__)
-        if unknown is not None and isinstance(node, DictConfig):
+        # Python's "got an unexpected keyword argument 'x'" TypeError.
+        found = re.search(r"unexpected keyword argument '([^']+)'", str(error.__cause__))
+        if isinstance(error.__cause__, TypeError) and found and isinstance(node, DictConfig):
+            unknown = found.group(1)
             # Hydra's message names the node ("full_key: data"); the config's keys are the settings.
             where = re.search(r"full_key: (\S+)", str(error))
             group = where.group(1) if where else str(node.get("_target_"))
@@ -92,14 +94,6 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
                 f"{group}.{unknown} is not a setting of {node.get('_target_')}; its settings are: {settings}"
             ) from None
         raise
-
-
-def _unexpected_keyword(error: BaseException | None) -> str | None:
-    """The argument name of Python's "got an unexpected keyword argument 'x'" TypeError."""
-    if not isinstance(error, TypeError):
-        return None
-    found = re.search(r"unexpected keyword argument '([^']+)'", str(error))
-    return found.group(1) if found else None
 
 
 def check_job(cfg: DictConfig, launcher: DictConfig | None = None) -> None:
@@ -258,10 +252,6 @@ _RULES: tuple[tuple[Rule, str], ...] = (
 VALUE_RULES: dict[str, Rule] = {key: rule for rule, keys in _RULES for key in keys.split()}
 
 
-# Settings no constructor takes: a key of these that no rule names is refused.
-CLOSED_GROUPS = ("speed",)
-
-
 def value_rule(key: str) -> Rule | None:
     """The rule for a dotted key (`trainer.max_steps`), or None."""
     if key in VALUE_RULES:
@@ -274,10 +264,10 @@ def check_values(cfg: DictConfig) -> None:
     the `hydra` node is Hydra's and the launcher's."""
     for key, value in _values(cfg):
         rule = value_rule(key)
-        if rule is None and key.startswith(tuple(f"{group}." for group in CLOSED_GROUPS)):
-            group = key.split(".")[0]
-            names = [name[len(group) + 1 :] for name in VALUE_RULES if name.startswith(f"{group}.")]
-            raise ConfigError(f"{key} is not a setting; the settings of {group} are {', '.join(names)}")
+        # No constructor takes the speed settings: a key of them that no rule names is refused here.
+        if rule is None and key.startswith("speed."):
+            names = [name.removeprefix("speed.") for name in VALUE_RULES if name.startswith("speed.")]
+            raise ConfigError(f"{key} is not a setting; the settings of speed are {', '.join(names)}")
         check_value(key, value, rule)
 
 
@@ -376,29 +366,17 @@ def check_callbacks(cfg: DictConfig) -> None:
 def check_optimizer_builds(cfg: DictConfig) -> None:
     import torch
 
+    # Both are partial (`_partial_: true`): what they refuse comes from the call, not from Hydra.
     try:
         optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(1))])
         if cfg.get("scheduler"):
             instantiate(cfg.scheduler)(optimizer)
-    except (InstantiationException, ValueError) as error:
-        # torch.optim checks its own arguments (a negative lr, momentum) with ValueError.
-        cause = error.__cause__ if isinstance(error, InstantiationException) else error
-        if isinstance(cause, ValueError):
-            raise ConfigError(f"optimizer / scheduler: {cause}") from None
-        raise
+    except ValueError as error:  # how torch.optim refuses its own arguments (nesterov without momentum)
+        raise ConfigError(f"optimizer / scheduler: {error}") from None
 
 
 # Trainer arguments that the throwaway Trainer judges, in the order the message names them.
 TRAINER_SETTINGS = ("accelerator", "devices", "num_nodes", "strategy", "precision", "sync_batchnorm")
-# Words by which Lightning's messages tell which of those settings they are about.
-_SETTING_WORDS = {
-    "accelerator": ("accelerator", "backend"),
-    "devices": ("devices", "requested", "device id"),
-    "num_nodes": ("num_nodes", "nnodes"),
-    "strategy": ("strategy",),
-    "precision": ("precision",),
-    "sync_batchnorm": ("sync_batchnorm", "syncbatchnorm"),
-}
 
 
 # ----------------------------------------------------------------------------- trainer
@@ -408,7 +386,9 @@ def check_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     check_value("trainer.max_steps", trainer.get("max_steps"))  # also when left out: runs are measured in steps
     settings = {key: _setting(trainer[key]) for key in TRAINER_SETTINGS if key in trainer}
-    if runs_elsewhere(cfg):
+    # The launching process's copy of a sweep job (it holds the `hydra` node, composed with the
+    # sweep's launcher; a running job's own config does not) that runs on other machines.
+    if "hydra" in cfg and is_slurm_launcher(OmegaConf.select(cfg, "hydra.launcher")):
         check_setting_names(settings)
     else:
         check_on_this_machine(cfg, settings)
@@ -445,8 +425,11 @@ def check_setting_names(settings: dict[str, Any]) -> None:
             f"trainer.accelerator={accelerator!r} is not known to Lightning; use one of {', '.join(accelerators)}"
         )
     strategy = settings.get("strategy", "auto")
-    if isinstance(strategy, str) and strategy != "auto" and strategy not in StrategyRegistry.available_strategies():
-        raise ConfigError(f"trainer.strategy={strategy!r} is not known to Lightning; {_strategies()}")
+    strategies = StrategyRegistry.available_strategies()
+    if isinstance(strategy, str) and strategy != "auto" and strategy not in strategies:
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is not known to Lightning; use auto or one of {', '.join(strategies)}"
+        )
     if "precision" in settings:
         _throwaway_trainer({"precision": settings["precision"]}, accelerator="cpu", devices=1)
 
@@ -473,22 +456,14 @@ def _throwaway_trainer(settings: dict[str, Any], **fixed: Any) -> Any:
             raise _refused(settings, error) from None
 
 
-def runs_elsewhere(cfg: DictConfig) -> bool:
-    """Whether `cfg` is the launching process's copy of a sweep job (it holds the `hydra` node;
-    a running job's own config does not) and the sweep's launcher runs jobs on other machines."""
-    if "hydra" not in cfg:
-        return False
-    # The sweep's pre-check composes each job with the sweep's hydra overrides (its launcher).
-    return is_slurm_launcher(OmegaConf.select(cfg, "hydra.launcher"))
-
-
 def _refused(settings: dict[str, Any], error: Exception) -> ConfigError:
     message = " ".join(str(error).split()) or type(error).__name__
     words = message.lower()
-    # A message that quotes an argument or its value (`Trainer(devices=0)`, `fsdp`) is about it.
+    # A message is about the settings it quotes (`Trainer(devices=0)`, 'bogus'), else about those
+    # whose value it names ("No supported gpu backend found"), else about them all.
     keys = (
         [key for key in settings if _quoted(key, settings[key], words)]
-        or [key for key in settings if any(word in words for word in _SETTING_WORDS[key])]
+        or [key for key in settings if _named(settings[key], words)]
         or list(settings)
     )
     named = ", ".join(f"trainer.{key}={settings[key]!r}" for key in keys)
@@ -503,6 +478,11 @@ def _quoted(key: str, value: Any, words: str) -> bool:
     return len(value) > 2 and (f"`{value}`" in words or f"'{value}'" in words)
 
 
+def _named(value: Any, words: str) -> bool:
+    value = str(value).lower()
+    return len(value) > 2 and re.search(rf"\b{re.escape(value)}\b", words) is not None
+
+
 def _accelerators_here() -> str:
     from lightning.pytorch.accelerators import AcceleratorRegistry
 
@@ -515,36 +495,23 @@ def _accelerators_here() -> str:
     return f"use auto or one this machine has: {', '.join(available + gpu)}"
 
 
-def _strategies() -> str:
-    from lightning.pytorch.strategies import StrategyRegistry
-
-    names = StrategyRegistry.available_strategies()
-    return f"use auto or a Lightning strategy such as {', '.join(names[:3])}, fsdp ({len(names)} in StrategyRegistry)"
-
-
-# What each setting allows, where Lightning's own message does not say it.
+# What a setting allows, where Lightning's own message does not say it.
 _ALLOWED = {
     "accelerator": _accelerators_here,
     "devices": lambda: "use a number of devices >= 1, a list of device indices, auto, or -1 for all",
-    "num_nodes": lambda: "use a number of nodes >= 1",
-    "strategy": _strategies,
 }
 
 
 @contextmanager
 def _quiet() -> Iterator[None]:
     """No device banner or warning from the throwaway Trainer: the job's own Trainer says them."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
+    logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        logging.disable(logging.NOTSET)
 
 
 # ----------------------------------------------------------------------------- output folder
@@ -560,22 +527,16 @@ def check_output_folder(cfg: DictConfig) -> None:
     folder = OmegaConf.select(cfg, "paths.output_dir", default=None, throw_on_resolution_failure=False)
     if folder is None:
         return
-    reason = why_not_creatable(Path(str(folder)))
-    if reason:
-        raise ConfigError(f"paths.output_dir={folder} cannot be created: {reason}; choose another folder")
-
-
-def why_not_creatable(folder: Path) -> str | None:
-    """Why `folder` cannot be created and written to, or None. Looks, creates nothing."""
-    for existing in (folder, *folder.parents):
-        if not os.path.lexists(existing):
-            continue
-        if not existing.is_dir():
-            return f"{existing} is a file, not a folder"
-        if not os.access(existing, os.W_OK | os.X_OK):
-            return f"{existing} is not writable"
-        return None
-    return None
+    # The nearest of the folder and its parents that exists decides.
+    path = Path(str(folder))
+    existing = next((p for p in (path, *path.parents) if os.path.lexists(p)), None)
+    if existing is not None and not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return
+    raise ConfigError(f"paths.output_dir={folder} cannot be created: {reason}; choose another folder")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -584,8 +545,6 @@ def why_not_creatable(folder: Path) -> str | None:
 def _setting(node: Any) -> Any:
     """A trainer setting as Lightning takes it: a config with a _target_ (a Strategy) built."""
     if isinstance(node, DictConfig) and "_target_" in node:
-        from hydra.utils import instantiate
-
         return instantiate(node)
     return _plain(node)
 
@@ -618,11 +577,11 @@ def check_cluster_layout(launcher: DictConfig | None, trainer: DictConfig) -> No
     if not is_slurm_launcher(launcher):
         return
     devices, num_nodes = trainer.get("devices"), trainer.get("num_nodes", 1)
-    for key, value in (("trainer.devices", devices), ("trainer.num_nodes", num_nodes)):
-        if not _allowed(value, Rule("int", ">= 1")):
-            raise ConfigError(
-                f"{key}={value!r}: under hydra/launcher=slurm give a whole number >= 1 (SLURM starts one task per device on each node)"
-            )
+    # trainer.num_nodes is a whole number >= 1 already (VALUE_RULES); devices may be auto elsewhere.
+    if not _allowed(devices, Rule("int", ">= 1")):
+        raise ConfigError(
+            f"trainer.devices={devices!r}: under hydra/launcher=slurm give a whole number >= 1 (SLURM starts one task per device on each node)"
+        )
     nodes, tasks = launcher.get("nodes"), launcher.get("tasks_per_node")
     if nodes != num_nodes:
         raise ConfigError(
@@ -659,41 +618,31 @@ class SearchRefused(ConfigError):
     """The search's trials cannot produce its objective."""
 
 
-HOW_TO_VALIDATE = (
-    "validate sooner (e.g. trainer.val_check_interval=N with trainer.check_val_every_n_epoch=null: "
-    "every N steps) or train longer (trainer.max_steps)"
-)
-
-
 def check_search_objective(job_config: DictConfig, sweep_config: DictConfig) -> None:
     """SearchRefused when the trials of a search cannot validate, so cannot produce an objective.
 
-    `job_config` is a trial's composed config without its sampled values, `sweep_config` the
-    sweep's. A search that samples a setting this depends on is left to its trials.
+    `job_config` is a trial's composed config without its sampled values, already checked
+    (check_job: its values obey VALUE_RULES, and trainer.max_steps >= 1 ends every run);
+    `sweep_config` the sweep's. A search that samples a setting this depends on is left to its
+    trials.
     """
     if any(key.startswith(("trainer.", "data.")) for key in sampled_keys(sweep_config)):
         return
     trainer = job_config.trainer
-    if _number(trainer.get("limit_val_batches", 1.0)) == 0:
+    if trainer.get("limit_val_batches", 1.0) == 0:
         raise SearchRefused(
             "the search's objective is each trial's best val/err, and trainer.limit_val_batches=0 "
             "turns validation off; give it a positive number of batches (or a fraction)"
         )
     first = first_validation(job_config)
-    if first is None:
-        return
-    step, epoch, how = first
-    max_steps = _number(trainer.get("max_steps", -1))
-    max_epochs = _number(trainer.get("max_epochs"))
-    if max_steps is not None and max_steps > 0 and step is not None and step > max_steps:
+    max_steps = trainer.get("max_steps")
+    if first is not None and _is_int(max_steps) and first[0] > max_steps:
+        step, how = first
         raise SearchRefused(
             f"no trial can produce the search's objective (its best val/err): the first validation "
-            f"comes at step {step} ({how}), after trainer.max_steps={int(max_steps)}; {HOW_TO_VALIDATE}"
-        )
-    if (max_steps is None or max_steps < 0) and max_epochs is not None and epoch is not None and epoch > max_epochs:
-        raise SearchRefused(
-            f"no trial can produce the search's objective (its best val/err): the first validation "
-            f"comes in epoch {epoch} ({how}), after trainer.max_epochs={int(max_epochs)}; {HOW_TO_VALIDATE}"
+            f"comes at step {step} ({how}), after trainer.max_steps={max_steps}; validate sooner (e.g. "
+            "trainer.val_check_interval=N with trainer.check_val_every_n_epoch=null: every N steps) or train "
+            "longer (trainer.max_steps)"
         )
 
 
@@ -707,26 +656,23 @@ def sampled_keys(sweep_config: DictConfig) -> list[str]:
     return [*params.keys(), *(o.key_or_group for o in overrides if o.is_sweep_override())]
 
 
-def first_validation(job_config: DictConfig) -> tuple[int | None, int | None, str] | None:
-    """(step, epoch, how) of the first validation as Lightning schedules it, or None when it
-    cannot be told before training (a time-based interval, data whose size needs loading)."""
+def first_validation(job_config: DictConfig) -> tuple[int, str] | None:
+    """(step, how) of the first validation as Lightning schedules it, or None when it cannot be
+    told before training (data whose size needs loading)."""
     trainer = job_config.trainer
-    interval = _plain(trainer.get("val_check_interval"))
-    every_n_epochs = _number(trainer.get("check_val_every_n_epoch", 1))
-    if isinstance(interval, int) and not isinstance(interval, bool) and every_n_epochs is None:
-        return interval, None, f"trainer.val_check_interval={interval} steps"
-    if not (interval is None or isinstance(interval, (int, float))) or every_n_epochs is None:
-        return None
-    epochs = int(every_n_epochs)
+    interval = trainer.get("val_check_interval")  # steps (an int), a share of an epoch, or null
+    every_n_epochs = trainer.get("check_val_every_n_epoch", 1)
+    if every_n_epochs is None:
+        return (interval, f"trainer.val_check_interval={interval} steps") if _is_int(interval) else None
     batches = training_batches_per_epoch(job_config)
     if batches is None:
-        return None, epochs, f"trainer.check_val_every_n_epoch={epochs}"
-    if isinstance(interval, int) and not isinstance(interval, bool):
+        return None
+    if _is_int(interval):
         within = min(interval, batches)
     else:
         within = max(1, int(batches * (1.0 if interval is None else interval)))
-    how = f"trainer.check_val_every_n_epoch={epochs}, {batches} training batches an epoch"
-    return (epochs - 1) * batches + within, epochs, how
+    how = f"trainer.check_val_every_n_epoch={every_n_epochs}, {batches} training batches an epoch"
+    return (every_n_epochs - 1) * batches + within, how
 
 
 def training_batches_per_epoch(job_config: DictConfig) -> int | None:
@@ -740,21 +686,14 @@ def training_batches_per_epoch(job_config: DictConfig) -> int | None:
         return None
     datamodule.setup("fit")
     batches = len(datamodule.train_dataloader())
-    devices, nodes = _number(job_config.trainer.get("devices")), _number(job_config.trainer.get("num_nodes", 1))
-    if isinstance(devices, int) and isinstance(nodes, int) and devices * nodes > 1:
+    devices, nodes = job_config.trainer.get("devices"), job_config.trainer.get("num_nodes", 1)
+    if _is_int(devices) and devices * nodes > 1:
         batches = math.ceil(batches / (devices * nodes))  # each process draws its share of the split
-    limit = _number(job_config.trainer.get("limit_train_batches"))
+    limit = job_config.trainer.get("limit_train_batches")
     if limit is not None:
-        batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)  # as Lightning reads it
+        batches = min(batches, limit) if _is_int(limit) else int(batches * limit)  # as Lightning reads it
     return batches
 
 
 def _plain(node: Any) -> Any:
     return OmegaConf.to_object(node) if OmegaConf.is_config(node) else node
-
-
-def _number(value: Any) -> float | None:
-    value = _plain(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return value

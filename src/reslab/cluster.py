@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 from typing import Any
 
@@ -29,22 +28,10 @@ log = logging.getLogger("reslab")
 # importing the plugin is only needed where it submits).
 SLURM_LAUNCHER = "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
 GPU_ACCELERATORS = ("gpu", "cuda")
-GPUS_RESOLVER = "reslab.gpus_per_node"
 SLURM_CALL_TIMEOUT_S = 30
 
 
 # ----------------------------------------------------------------------------- the layout
-
-
-def gpus_per_node(accelerator: str, devices: Any) -> Any:
-    """What slurm.yaml's `gpus_per_node` follows: one GPU per device, none (no GPU request at
-    all) when the trainer runs on CPUs."""
-    return None if accelerator == "cpu" else devices
-
-
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver(GPUS_RESOLVER):
-        OmegaConf.register_new_resolver(GPUS_RESOLVER, gpus_per_node)
 
 
 def is_slurm_launcher(launcher: DictConfig | None) -> bool:
@@ -55,9 +42,7 @@ def is_slurm_launcher(launcher: DictConfig | None) -> bool:
 
 
 def _slurm_output(*command: str) -> str | None:
-    """stdout of a SLURM client command; None when it is missing or fails."""
-    if shutil.which(command[0]) is None:
-        return None
+    """stdout of a SLURM client command; None when it is missing (OSError) or fails."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=SLURM_CALL_TIMEOUT_S, check=False)
     except (OSError, subprocess.TimeoutExpired):
@@ -110,21 +95,6 @@ class SqueueWatcher(SlurmInfoWatcher):
     }
     # A job submitit waits on that squeue no longer lists has ended (MinJobAge ago).
     LEFT_QUEUE = "ENDED"
-    NOTE = "this cluster keeps no job accounting (sacct): job states come from squeue"
-    # Longest wait between two questions while jobs run (submitit checks each job's result
-    # file every second; the state matters only for a job that ends without one).
-    POLL_S = 60
-
-    def __init__(self, delay_s: int = POLL_S) -> None:
-        super().__init__(delay_s=delay_s)
-        self.noted = False
-
-    def update(self) -> None:
-        # Said once, when the sweep starts waiting for its jobs.
-        if not self.noted:
-            log.info(self.NOTE)
-            self.noted = True
-        super().update()
 
     def _make_command(self) -> list[str] | None:
         if not self._registered - self._finished:
@@ -153,6 +123,7 @@ def follow_job_states_with_squeue() -> None:
     setting for this: its one watcher per process, a class attribute of SlurmJob, is replaced.
     """
     SlurmJob.watcher = SqueueWatcher()
+    log.info("this cluster keeps no job accounting (sacct): job states come from squeue")
 
 
 # ----------------------------------------------------------------------------- the sweep callback
@@ -182,6 +153,9 @@ class SlurmSweep(Callback):
             follow_job_states_with_squeue()
 
 
-# slurm.yaml's gpus_per_node works wherever this module was imported; the SlurmSweep callback
+# What slurm.yaml's `gpus_per_node` follows: one GPU per device, none (no GPU request at all) when
+# the trainer runs on CPUs. It works wherever this module was imported; the SlurmSweep callback
 # imports it before Hydra builds the launcher.
-register_resolvers()
+OmegaConf.register_new_resolver(
+    "reslab.gpus_per_node", lambda accelerator, devices: None if accelerator == "cpu" else devices, replace=True
+)

@@ -46,11 +46,9 @@ ADVERTISEMENT_PREFIX = "💡 Tip: "
 LIGHTNING_RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
-class DropAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: try installing ..." records; lets every other record through."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(ADVERTISEMENT_PREFIX)
+def not_an_advertisement(record: logging.LogRecord) -> bool:
+    """False for Lightning's "💡 Tip: try installing ..." records, true for every other record."""
+    return not str(record.msg).startswith(ADVERTISEMENT_PREFIX)
 
 
 def quiet_console() -> None:
@@ -58,9 +56,7 @@ def quiet_console() -> None:
     for message, category, module in SILENCED_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in LIGHTNING_RANK_ZERO_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, DropAdvertisements) for f in logger.filters):
-            logger.addFilter(DropAdvertisements())
+        logging.getLogger(name).addFilter(not_an_advertisement)  # added once, however often called
     # Lightning, imported after Hydra set up logging (the job's console and train.log), still
     # gives its "lightning" logger a console handler of its own: each of its lines would print
     # twice. Its lines go to that handler only.

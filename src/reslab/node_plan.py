@@ -63,10 +63,8 @@ def visible_gpu_ids() -> list[str]:
                 break
             ids.append(gpu.strip())
         return ids
-    try:
-        import torch
-    except ImportError:
-        return []
+    import torch
+
     return [str(index) for index in range(torch.cuda.device_count())]
 
 

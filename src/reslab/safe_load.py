@@ -22,9 +22,6 @@ from typing import Any
 
 import torch
 
-# What torch.save's legacy (pre-zip) format starts with: the pickled magic number.
-_LEGACY_START = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)
-
 
 class HoldsPythonObjects(Exception):
     """A torch file whose pickle names Python objects outside torch's allowlist (`names`)."""
@@ -47,25 +44,17 @@ def load_tensors_only(path: Path) -> Any:
     try:
         return _load(path)
     except pickle.UnpicklingError as error:
-        names = python_objects_in(path, error)
+        # The Python objects (module.name) the file names beyond tensors and plain containers.
+        try:
+            names = sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        except Exception:  # noqa: BLE001 - not a zip torch file: perhaps the legacy (pre-zip) format,
+            # which torch cannot disassemble; its refusal names the first object.
+            names = re.findall(r"GLOBAL (\S+)", str(error))[:1]
         if names:
             raise HoldsPythonObjects(names) from None
         raise NotATorchFile("not a file torch.save wrote") from None
     except Exception as error:  # noqa: BLE001 - a truncated zip, an unreadable file: one fault
         raise NotATorchFile(f"{type(error).__name__}: {error}") from None
-
-
-def python_objects_in(path: Path, error: pickle.UnpicklingError | None = None) -> list[str]:
-    """The Python objects (module.name) the torch file `path` names beyond tensors and plain
-    containers; [] when it names none or is no torch file."""
-    try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # noqa: BLE001 - not a zip torch file: perhaps the legacy format
-        pass
-    # The legacy format cannot be disassembled by torch; its refusal names the first object.
-    if error is not None and _starts_like_legacy(path):
-        return re.findall(r"GLOBAL (\S+)", str(error))[:1]
-    return []
 
 
 def _load(path: Path) -> Any:
@@ -75,11 +64,3 @@ def _load(path: Path) -> Any:
         raise
     except Exception:  # noqa: BLE001 - mmap refuses files whose real fault the plain reader names
         return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _starts_like_legacy(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(len(_LEGACY_START)) == _LEGACY_START
-    except OSError:
-        return False
