@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reslab.report.collect import Job  # noqa: E402
-from reslab.report.comparisons import FAMILY_NAMES  # noqa: E402
+from reslab.report.comparisons import FAMILY_NAMES, network_name  # noqa: E402
 from reslab.report.tables import as_number, by_objective, objective, override_values, searched_keys  # noqa: E402
 
 # Panels as (title, which jobs it shows).
@@ -47,13 +47,12 @@ def curves_figure(
     panels: Sequence[Panel],
     colour_of: Callable[[Job], Hashable],
     label_of: Callable[[Job], str],
-    eval_metric: str = "val/err",
     eval_name: str = "val",
     train_line: str = "--",
     paper_ylim: tuple[float, float] | None = None,
     title: str = "",
 ) -> Path | None:
-    """Training error (`train_line`: "--" dashed or "-" thin) and `eval_metric` (bold) vs
+    """Training error (`train_line`: "--" dashed or "-" thin) and validation error (bold) vs
     iterations, in %. Jobs with the same colour key share a colour in every panel; jobs that
     share colour and label (the seeds of one network) are drawn as their mean curve with a
     band of ± one standard deviation. `paper_ylim` is the paper's y range, used when every
@@ -76,7 +75,7 @@ def curves_figure(
         for (key, label), seeds in networks.items():
             colour = colours[key]
             train = mean_curve([_smoothed_train_error(job) for job in seeds])
-            evaluation = mean_curve([job.curve(eval_metric) for job in seeds])
+            evaluation = mean_curve([job.curve("val/err") for job in seeds])
             if len(seeds) > 1:
                 label = f"{label} (n={len(seeds)})"
             _draw(ax, train, x_scale, train_line, lw=0.8, color=colour)
@@ -99,16 +98,7 @@ def curves_figure(
         axes[0][0].set_ylim(0, min(100.0, highest * 1.05 + 1))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120, metadata=png_title(title))
-    plt.close(fig)
-    return out_png
-
-
-def png_title(title: str) -> dict[str, str]:
-    """The figure's title also as the PNG's Title field, which image viewers and galleries show."""
-    return {"Title": title} if title else {}
+    return _save(fig, out_png, title=title)
 
 
 Curve = tuple[list[float], list[float], list[float]]  # steps, mean, std (0 for one run)
@@ -144,23 +134,9 @@ def family_panels(jobs: Sequence[Job]) -> list[Panel]:
     return [(FAMILY_NAMES.get(f, f), lambda job, f=f: job.family == f) for f in families]
 
 
-def depth_label(job: Job) -> str:
-    name = FAMILY_NAMES.get(job.family, job.family)
-    return f"{name}-{job.depth}" if job.depth is not None else name
-
-
-def degradation_figure(jobs: list[Job], out_png: Path, title: str = "", eval_metric: str = "val/err") -> Path | None:
-    """Training and `eval_metric` error vs iterations; one panel per network family."""
-    return curves_figure(
-        jobs,
-        out_png,
-        family_panels(jobs),
-        lambda job: job.depth or 0,
-        depth_label,
-        eval_metric=eval_metric,
-        eval_name=eval_metric.split("/")[0],
-        title=title,
-    )
+def degradation_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
+    """Training and validation error vs iterations; one panel per network family."""
+    return curves_figure(jobs, out_png, family_panels(jobs), lambda job: job.depth or 0, network_name, title=title)
 
 
 def figure6(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
@@ -180,7 +156,7 @@ def figure4(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
 
 def _plain_beside_resnet(jobs: list[Job], out_png: Path, title: str, **style) -> Path | None:
     panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
-    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, depth_label, title=title, **style)
+    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, network_name, title=title, **style)
 
 
 # ----------------------------------------------------------------------------- sampled sweeps
@@ -250,7 +226,8 @@ def _save(fig, out_png: Path, tight: bool = True, title: str = "") -> Path:
     if tight:
         fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120, bbox_inches="tight", metadata=png_title(title))
+    # The title also as the PNG's Title field, which image viewers and galleries show.
+    fig.savefig(out_png, dpi=120, bbox_inches="tight", metadata={"Title": title} if title else {})
     plt.close(fig)
     return out_png
 

@@ -77,8 +77,6 @@ def _plot_profiles(
     steps: Sequence[StepChoice],
     log_y: bool,
 ) -> Path:
-    if not runs:
-        raise ConfigError("no runs to plot: pass [(label, metrics.csv path), ...]")
     profiles = [(label, read_unit_profiles(path, prefix)) for label, path in runs]
 
     fig = Figure(figsize=(5.5 * len(steps), 4.0), layout="constrained")
@@ -123,12 +121,8 @@ def plot_response_stds(
     return _plot_profiles(runs, out_png, RESPONSE_STD_PREFIX, "std of unit response", steps, log_y=False)
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b != 0 else math.inf
-
-
 def summarize_gradient_norms(metrics_csv: str | Path) -> dict:
-    """First-unit over last-unit gradient norm (and the spread over units) at the early and late step.
+    """First-unit over last-unit gradient norm at the early and late step.
 
     A ratio far below one means the gradient reaching the first layers has vanished.
     """
@@ -138,17 +132,13 @@ def summarize_gradient_norms(metrics_csv: str | Path) -> dict:
         step = pick_step(profiles, choice)
         units = profiles[step]
         (_, first_name, first), (_, last_name, last) = units[0], units[-1]
-        values = [value for _, _, value in units]
         summary[choice] = {
             "step": step,
             "first_unit": first_name,
             "last_unit": last_name,
             "first": first,
             "last": last,
-            "first_over_last": _ratio(first, last),
-            "min": min(values),
-            "max": max(values),
-            "max_over_min": _ratio(max(values), min(values)),
+            "first_over_last": first / last if last != 0 else math.inf,
         }
     return summary
 
