@@ -1,13 +1,8 @@
 """`reslab-report [SWEEP_DIR] [--wandb]`: a sweep's tables and figures, written into the sweep folder.
 `reslab-report --compare A B`: sweep B against sweep A, network by network, written beside A.
 
-Without an argument it reports the newest sweep under ./multirun. Sweeps of the experiments
-ResLab reproduces (cifar_table6, imagenet_table2, imagenet_table3, preact_cifar,
-mnist_transfer and their _smoke variants) get the paper's tables and figures with the paper's
-numbers beside ours, and whether our seeds agree with them; every sweep gets the comparisons the
-papers make between its networks, with confidence intervals and tests over seeds
-(reslab.report.comparisons), the generic table of all grid points, and the jobs that did not
-complete or never started.
+Without an argument it reports the newest sweep under ./multirun. What a report holds: the
+README, "Reproductions" and "How sure each comparison is".
 """
 
 from __future__ import annotations
@@ -15,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from reslab.report import stats
@@ -39,19 +33,11 @@ GENERIC_LEGEND = [
 ]
 
 
-@dataclass
-class Report:
-    """What `build_report` wrote, and the rows of its main table (the paper's, when it has one)."""
-
-    written: dict[str, Path]
-    table_rows: list[dict[str, str]]
-    text: str
-
-
-def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> Report:
+def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> tuple[dict[str, Path], list[dict], str]:
     """Write report.md, results.csv and the figures into `sweep_dir`; `metrics`: what the
     comparisons between networks use (keys of reslab.report.comparisons.METRICS; default: the
-    paper's, or the final training error for a sweep without a paper layout)."""
+    paper's, or the final training error for a sweep without a paper layout). Returns the files
+    written, the rows of the main table (the paper's, when it has one) and the report's text."""
     sweep_dir = Path(sweep_dir)
     sweep = _load(sweep_dir)
     points = group_by_grid_point(sweep.jobs, sweep.missing)
@@ -91,7 +77,7 @@ def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> Report:
     report = sweep_dir / "report.md"
     report.write_text(text)
     written["report.md"] = report
-    return Report(written, sections[0].rows if sections else generic.rows, text)
+    return written, sections[0].rows if sections else generic.rows, text
 
 
 def _load(sweep_dir: Path) -> Sweep:
@@ -237,17 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     sweep_dir = args.sweep_dir or latest_sweep(Path("multirun"))
     if sweep_dir is None or not Path(sweep_dir).is_dir():
         parser.error(f"no sweep folder found: {args.sweep_dir or 'multirun/ is empty'}")
-    report = build_report(Path(sweep_dir), metrics=args.metric)
-    print(report.text)
-    for path in report.written.values():
+    written, table_rows, text = build_report(Path(sweep_dir), metrics=args.metric)
+    print(text)
+    for path in written.values():
         print(f"wrote {path}")
     if args.wandb:
         # Imported here: W&B is slow to import and only this flag needs it.
         from reslab.report.wandb_summary import log_report_to_wandb
 
-        figures = [path for path in report.written.values() if path.suffix == ".png"]
+        figures = [path for path in written.values() if path.suffix == ".png"]
         where = log_report_to_wandb(
-            Path(sweep_dir), report.table_rows, figures, project=args.wandb_project, mode=args.wandb_mode
+            Path(sweep_dir), table_rows, figures, project=args.wandb_project, mode=args.wandb_mode
         )
         print(f"W&B report run: {where}")
     return 0

@@ -1,12 +1,6 @@
-"""The comparisons a report makes, with how sure each is (reslab.report.stats): within a sweep,
-those the ResNet papers make (plain-d vs ResNet-d at each depth, ResNet-d vs pre-act ResNet-d,
-each deeper net of a family vs its shallowest, shortcut options against each other where they
-were swept), matching networks on everything but the compared key; between two sweeps
-(`reslab-report --compare A B`), each network they share; and against a paper's number, a
-prediction interval for one run of ours.
-
-Values are errors in points (%). All the comparisons of one report form one family for Holm's
-adjustment; a difference counts where its adjusted p-value is below stats.ALPHA.
+"""The comparisons a report makes and how sure each is (reslab.report.stats); the README's "How
+sure each comparison is" lists them. Values are errors in points (%). All the comparisons of one
+report form one family for Holm's adjustment.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,17 +29,6 @@ Panel = tuple[str, Callable[[Job], bool]]
 
 # Above this many iterations the x axis counts in units of 1e4, as the paper's figures do.
 TEN_THOUSANDS = 2e4
-
-
-def smooth(values: list[float], window: int) -> list[float]:
-    """Trailing moving average: per-batch training error is too noisy to read raw."""
-    out, total = [], 0.0
-    for i, value in enumerate(values):
-        total += value
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
 
 
 def curves_figure(
@@ -114,8 +104,11 @@ def mean_curve(curves: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Cur
 
 
 def _smoothed_train_error(job: Job) -> tuple[list[float], list[float]]:
+    """A trailing moving average over 1/50 of the run: per-batch training error is too noisy to read raw."""
     steps, values = job.curve("train/err")
-    return steps, smooth(values, max(1, len(values) // 50))
+    window = max(1, len(values) // 50)
+    sums = np.convolve(values, np.ones(window))[: len(values)]
+    return steps, list(sums / np.minimum(np.arange(1, len(values) + 1), window))
 
 
 def _draw(ax, curve: Curve, x_scale: float, style: str, **line) -> None:

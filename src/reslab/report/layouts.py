@@ -131,10 +131,8 @@ def against_paper(entries: Sequence[PaperNumber], metric: str, source: str) -> l
 
 
 def params_of(point: GridPoint | None) -> str:
-    for job in point.jobs if point else []:
-        if (job.results or {}).get("params"):
-            return f"{job.results['params']:,}"
-    return "—"
+    params = (point.sized.results or {}).get("params") if point else None
+    return f"{params:,}" if params else "—"
 
 
 # ----------------------------------------------------------------------------- CIFAR-10, Table 6

@@ -1,23 +1,8 @@
-"""How sure a comparison over seeds is: the statistics behind the report's comparisons and
-`reslab-report --compare`, all from scipy.stats.
-
-Seeds are independent draws, so two networks (or two recipes) are compared unpaired:
-
-- the difference of the means (second minus first) with a 95% confidence interval, Welch's t
-  interval (`scipy.stats.ttest_ind(equal_var=False)`). At the 3-5 seeds people run it holds
-  its coverage for normal samples with equal or unequal spreads; a bootstrap falls short there
-  and still at 20 seeds (benchmarks/interval_coverage.py), so the report uses Welch's interval
-  at every seed count;
-- the two-sided p-value of Welch's t-test, and Holm's step-down adjustment of all the p-values
-  of one report (at ALPHA);
-- the probability of improvement: the chance that a random seed of the second ends with a lower
-  error than a random seed of the first, ties counted half (the Mann-Whitney U statistic over
-  the number of pairs);
-- the seeds per network that would resolve a difference of RESOLVE points at the observed spread
-  (Welch's t-test at ALPHA with POWER, from the noncentral t distribution).
-
-Against a published number: a 95% prediction interval for one more run of ours, mean ±
-t·s·√(1 + 1/n), and Welch's test from summary statistics where the paper gives a mean and std.
+"""How sure a comparison over seeds is, all from scipy.stats; the README's "How sure each
+comparison is" says what each number means. Seeds are independent draws, so comparisons are
+unpaired. The interval is Welch's t interval at every seed count: at the 3-5 seeds people run it
+holds its coverage for normal samples with equal or unequal spreads, where a bootstrap falls
+short (still at 20 seeds; benchmarks/interval_coverage.py).
 """
 
 from __future__ import annotations

@@ -73,6 +73,11 @@ class GridPoint:
             counts["not started"] = self.missing
         return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
+    @property
+    def sized(self) -> Job:
+        """The first job that recorded its network's size (params, MACs), else the first job."""
+        return next((job for job in self.jobs if (job.results or {}).get("params")), self.first)
+
     def stat(self, value: Callable[[Job], float | None]) -> Stat:
         values = [value(job) for job in self.completed]
         return Stat([v for v in values if v is not None])
@@ -121,7 +126,7 @@ def summary_rows(points: list[GridPoint]) -> list[dict[str, str]]:
     shared = shared_overrides(point.key for point in points)
     rows = []
     for point in points:
-        job = next((j for j in point.jobs if (j.results or {}).get("params")), point.first)
+        job = point.sized
         params = (job.results or {}).get("params")
         flops = (job.results or {}).get("flops")
         rows.append(
