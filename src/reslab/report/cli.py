@@ -64,7 +64,12 @@ def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> tuple[dic
 
     written: dict[str, Path] = {}
     if sweep.jobs:
-        written["results.csv"] = _write_csv(sweep_dir / "results.csv", csv_rows(sweep.jobs))
+        rows = csv_rows(sweep.jobs)
+        written["results.csv"] = sweep_dir / "results.csv"
+        with written["results.csv"].open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     for filename, caption, draw in layout.figures if layout else (GENERIC_FIGURE,):
         path = draw(sweep.jobs, sweep_dir / filename, title)
         if path:
@@ -174,14 +179,6 @@ def _problems(sweep: Sweep) -> list[str]:
         lines += [f"- `{' '.join(o for o in point if o not in shared)}`" for point in sweep.missing]
         lines.append("")
     return lines
-
-
-def _write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0].keys()))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:

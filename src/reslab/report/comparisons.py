@@ -192,8 +192,9 @@ def sweep_comparisons(points: Sequence[GridPoint], metrics: Sequence[Metric]) ->
 
 
 def adjusted(rows: list[Row]) -> list[Row]:
-    comparisons = stats.adjust([row.comparison for row in rows])
-    return [replace(r, comparison=c) for r, c in zip(rows, comparisons)]
+    """The rows with their Holm-adjusted p-values, as one family."""
+    p_holm = stats.holm([row.comparison.p for row in rows])
+    return [replace(row, comparison=replace(row.comparison, p_holm=p)) for row, p in zip(rows, p_holm)]
 
 
 # ----------------------------------------------------------------------------- two sweeps

@@ -121,15 +121,11 @@ def _draw(ax, curve: Curve, x_scale: float, style: str, **line) -> None:
         ax.fill_between(x, low, high, color=line["color"], alpha=0.18, linewidth=0)
 
 
-def family_panels(jobs: Sequence[Job]) -> list[Panel]:
-    """One panel per network family, plain first."""
-    families = sorted({job.family for job in jobs}, key=lambda f: (f != "plain", f))
-    return [(FAMILY_NAMES.get(f, f), lambda job, f=f: job.family == f) for f in families]
-
-
 def degradation_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """Training and validation error vs iterations; one panel per network family."""
-    return curves_figure(jobs, out_png, family_panels(jobs), lambda job: job.depth or 0, network_name, title=title)
+    """Training and validation error vs iterations; one panel per network family, plain first."""
+    families = sorted({job.family for job in jobs}, key=lambda f: (f != "plain", f))
+    panels = [(FAMILY_NAMES.get(f, f), lambda job, f=f: job.family == f) for f in families]
+    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, network_name, title=title)
 
 
 def figure6(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:

@@ -37,8 +37,6 @@ from reslab.report.tables import (
     trial_rows,
 )
 
-NOT_BUILT = "not built (no model knob for this unit)"
-
 
 @dataclass
 class Section:
@@ -281,7 +279,7 @@ def preact_table2(points: list[GridPoint]) -> list[Section]:
         for depth in paper.PREACT_DEPTHS:
             paper_error = unit.errors[depth]
             if unit.family is None:
-                text, value = NOT_BUILT, None
+                text, value = "not built (no model knob for this unit)", None
             else:
                 point = one_per_row(points, lambda j, f=unit.family, d=depth: j.family == f and j.depth == d)[0][1]
                 text, value = ours(point, METRICS["test"].value, median=True)

@@ -103,7 +103,7 @@ class Comparison:
     p: float | None = None
     improvement: float | None = None  # P(a seed of second beats a seed of first)
     needed: int | None = None  # seeds per network to resolve RESOLVE points at this spread
-    p_holm: float | None = None  # set by `adjust`, over all the comparisons of one report
+    p_holm: float | None = None  # Holm-adjusted over all the comparisons of one report
 
     @property
     def n(self) -> tuple[int, int]:
@@ -116,7 +116,7 @@ class Comparison:
 
     @property
     def different(self) -> bool:
-        """The verdict: Holm-adjusted p below ALPHA (the unadjusted p until `adjust` ran)."""
+        """The verdict: Holm-adjusted p below ALPHA (the unadjusted p before the adjustment)."""
         p = self.p_holm if self.p_holm is not None else self.p
         return p is not None and p < ALPHA
 
@@ -146,12 +146,6 @@ def compare(first: Sequence[float], second: Sequence[float]) -> Comparison:
         return untested
     _, low, high, p = welch(np.asarray(a), np.asarray(b))
     return replace(untested, low=float(low), high=float(high), p=float(p), needed=seeds_needed(a, b))
-
-
-def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    """The comparisons with their Holm-adjusted p-values, as one family."""
-    adjusted = holm([c.p for c in comparisons])
-    return [replace(c, p_holm=p) for c, p in zip(comparisons, adjusted)]
 
 
 def describe_method(count: int) -> str:
