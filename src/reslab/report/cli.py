@@ -71,7 +71,7 @@ def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> tuple[dic
             writer.writeheader()
             writer.writerows(rows)
     for filename, caption, draw in layout.figures if layout else (GENERIC_FIGURE,):
-        path = draw(sweep.jobs, sweep_dir / filename, title)
+        path = draw(sweep.jobs, sweep_dir / filename, title=title)
         if path:
             written[filename] = path
             lines += [f"![{caption}]({path.name})", ""]

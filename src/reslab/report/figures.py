@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -121,31 +122,27 @@ def _draw(ax, curve: Curve, x_scale: float, style: str, **line) -> None:
         ax.fill_between(x, low, high, color=line["color"], alpha=0.18, linewidth=0)
 
 
+def depth_of(job: Job) -> int:
+    return job.depth or 0
+
+
 def degradation_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
     """Training and validation error vs iterations; one panel per network family, plain first."""
     families = sorted({job.family for job in jobs}, key=lambda f: (f != "plain", f))
     panels = [(FAMILY_NAMES.get(f, f), lambda job, f=f: job.family == f) for f in families]
-    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, network_name, title=title)
+    return curves_figure(jobs, out_png, panels, depth_of, network_name, title=title)
 
 
-def figure6(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """The ResNet paper's Figure 6 (CIFAR-10): plain panel beside ResNet panel, dashed training
-    error, bold held-out error (the paper's bold curves are test error; ours are the 5k
-    validation images), y from 0 to 20% when the curves fit."""
-    return _plain_beside_resnet(jobs, out_png, title, eval_name="val", train_line="--", paper_ylim=(0.0, 20.0))
-
-
-def figure4(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """The ResNet paper's Figure 4 (ImageNet): plain-18/34 beside ResNet-18/34, thin training
-    error, bold centre-crop validation error, y from 20 to 60% when the curves fit."""
-    return _plain_beside_resnet(
-        jobs, out_png, title, eval_name="val (centre crop)", train_line="-", paper_ylim=(20.0, 60.0)
-    )
-
-
-def _plain_beside_resnet(jobs: list[Job], out_png: Path, title: str, **style) -> Path | None:
-    panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
-    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, network_name, title=title, **style)
+# The paper's figures: (jobs, out_png, title=...) -> the figure's file, or None without curves.
+PLAIN_BESIDE_RESNET = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
+# The ResNet paper's Figure 6 (CIFAR-10): dashed training error, bold held-out error (the paper's
+# bold curves are test error; ours are the 5k validation images), y from 0 to 20% when the curves fit.
+figure6 = partial(
+    curves_figure, panels=PLAIN_BESIDE_RESNET, colour_of=depth_of, label_of=network_name, paper_ylim=(0, 20)
+)
+# The ResNet paper's Figure 4 (ImageNet): thin training error, bold centre-crop validation error,
+# y from 20 to 60% when the curves fit.
+figure4 = partial(figure6, eval_name="val (centre crop)", train_line="-", paper_ylim=(20, 60))
 
 
 # ----------------------------------------------------------------------------- sampled sweeps

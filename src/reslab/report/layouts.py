@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from reslab.report import paper
@@ -47,7 +48,7 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-# A figure of a report: (file name, caption, draw(jobs, out_png, title)).
+# A figure of a report: (file name, caption, draw(jobs, out_png, title=...)).
 Figure = tuple[str, str, Callable[[list[Job], Path, str], Path | None]]
 
 
@@ -301,26 +302,24 @@ def preact_table2(points: list[GridPoint]) -> list[Section]:
     ] + against_paper(numbers, "test", paper.PREACT_TABLE2_SOURCE + "; a median of 5 varies less than one run")
 
 
-def preact_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """Original vs full pre-activation units: one panel per depth, one colour per unit."""
-    panels = [(f"ResNet-{d}", lambda j, d=d: j.depth == d) for d in paper.PREACT_DEPTHS]
-    return curves_figure(jobs, out_png, panels, lambda j: j.family, unit_name, title=title)
-
-
 def unit_name(job: Job) -> str:
     return "full pre-activation" if job.family == "preact" else "original"
 
 
-def table3_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """Every row's curves in one panel, one colour per network (Table 3 has no figure)."""
-    return curves_figure(
-        jobs,
-        out_png,
-        [("ResNet", lambda j: True)],
-        lambda j: (j.depth or 0, j.shortcut or ""),
-        lambda j: f"ResNet-{j.depth} {j.shortcut}",
-        title=title,
-    )
+# Original vs full pre-activation units: one panel per depth, one colour per unit.
+preact_figure = partial(
+    curves_figure,
+    panels=[(f"ResNet-{d}", lambda j, d=d: j.depth == d) for d in paper.PREACT_DEPTHS],
+    colour_of=lambda j: j.family,
+    label_of=unit_name,
+)
+# Every row's curves in one panel, one colour per network (Table 3 has no figure).
+table3_figure = partial(
+    curves_figure,
+    panels=[("ResNet", lambda j: True)],
+    colour_of=lambda j: (j.depth or 0, j.shortcut or ""),
+    label_of=lambda j: f"ResNet-{j.depth} {j.shortcut}",
+)
 
 
 # ----------------------------------------------------------------------------- the seed's transfer example
@@ -366,8 +365,9 @@ def mnist_transfer(points: list[GridPoint]) -> list[Section]:
     ]
 
 
-def mnist_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    return curves_figure(jobs, out_png, [("ResNet-18 on MNIST", lambda j: True)], start_of, start_of, title=title)
+mnist_figure = partial(
+    curves_figure, panels=[("ResNet-18 on MNIST", lambda j: True)], colour_of=start_of, label_of=start_of
+)
 
 
 # ----------------------------------------------------------------------------- sampled sweeps
