@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -86,14 +87,10 @@ def _plot_profiles(
     return out_png
 
 
-def plot_gradient_norms(runs: Sequence[tuple[str, str | Path]], out_png: str | Path) -> Path:
-    """Gradient L2 norm per unit (log y), one line per (label, metrics.csv), one panel per step."""
-    return _plot_profiles(runs, out_png, GRAD_NORM_PREFIX, "gradient L2 norm", log_y=True)
-
-
-def plot_response_stds(runs: Sequence[tuple[str, str | Path]], out_png: str | Path) -> Path:
-    """Std of each unit's output per unit (the paper's Figure 7), one panel per step."""
-    return _plot_profiles(runs, out_png, RESPONSE_STD_PREFIX, "std of unit response", log_y=False)
+# Gradient L2 norm per unit (log y), one line per (label, metrics.csv), one panel per step.
+plot_gradient_norms = partial(_plot_profiles, prefix=GRAD_NORM_PREFIX, ylabel="gradient L2 norm", log_y=True)
+# Std of each unit's output per unit (the paper's Figure 7), one panel per step.
+plot_response_stds = partial(_plot_profiles, prefix=RESPONSE_STD_PREFIX, ylabel="std of unit response", log_y=False)
 
 
 def summarize_gradient_norms(metrics_csv: str | Path) -> dict:

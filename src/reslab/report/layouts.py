@@ -1,9 +1,6 @@
-"""Paper-shaped reports of the experiments ResLab reproduces: for each, tables with the paper's
-rows and columns, our value beside the paper's (and a public reproduction's) and the
-difference, and the paper's figure. `layout_for(name)` finds the layout of an experiment
-(`X_smoke` shares X's); sweeps of other experiments get the generic table and figure, and a
-sampled sweep (Optuna) its trials best first with the objective against trial number and
-against each hyperparameter.
+"""Paper-shaped reports of the experiments ResLab reproduces (the README's "Reproductions"):
+`layout_for(name)` finds an experiment's (`X_smoke` shares X's); a sampled sweep (Optuna) gets
+the search layout; sweeps of other experiments get none (the generic table and figure).
 
 Values are errors in %; "Δ" is ours minus the paper's, in points. A cell without a completed
 run says why: the states of its jobs (running, failed, ...), or "—" when no job of the sweep
