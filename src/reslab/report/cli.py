@@ -2,7 +2,7 @@
 `reslab-report --compare A B`: sweep B against sweep A, network by network, written beside A.
 
 Without an argument it reports the newest sweep under ./multirun. What a report holds: the
-README, "Reproductions" and "How sure each comparison is".
+README's "Reproductions" and "How sure each comparison is".
 """
 
 from __future__ import annotations
