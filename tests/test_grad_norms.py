@@ -171,9 +171,7 @@ def test_report_plots_and_summarizes(run, tmp_path):
     _, metrics_csv, _ = run
     runs = [("plain-tiny", metrics_csv), ("resnet-tiny", metrics_csv)]
     assert plot_gradient_norms(runs, tmp_path / "grads.png").read_bytes()[:8] == PNG_MAGIC
-    assert plot_response_stds(runs, tmp_path / "stds.png", steps=(2,)).read_bytes()[:8] == PNG_MAGIC
-    with pytest.raises(ConfigError, match="not logged"):
-        plot_gradient_norms(runs, tmp_path / "bad.png", steps=(3,))
+    assert plot_response_stds(runs, tmp_path / "stds.png").read_bytes()[:8] == PNG_MAGIC
 
     summary = summarize_gradient_norms(metrics_csv)
     early = summary["early"]

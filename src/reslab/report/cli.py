@@ -1,13 +1,8 @@
 """`reslab-report [SWEEP_DIR] [--wandb]`: a sweep's tables and figures, written into the sweep folder.
 `reslab-report --compare A B`: sweep B against sweep A, network by network, written beside A.
 
-Without an argument it reports the newest sweep under ./multirun. Sweeps of the experiments
-ResLab reproduces (cifar_table6, imagenet_table2, imagenet_table3, preact_cifar,
-mnist_transfer and their _smoke variants) get the paper's tables and figures with the paper's
-numbers beside ours, and whether our seeds agree with them; every sweep gets the comparisons the
-papers make between its networks, with confidence intervals and tests over seeds
-(reslab.report.comparisons), the generic table of all grid points, and the jobs that did not
-complete or never started.
+Without an argument it reports the newest sweep under ./multirun. What a report holds: the
+README's "Reproductions" and "How sure each comparison is".
 """
 
 from __future__ import annotations
@@ -15,22 +10,21 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from reslab.report import stats
 from reslab.report.collect import MISSING, UNREADABLE, Sweep, latest_sweep, load_sweep
 from reslab.report.comparisons import (
     METRICS,
     Row,
     degradation_verdict,
-    notes,
     sweep_comparisons,
     sweeps_comparisons,
-    tested,
 )
 from reslab.report.gradients import gradient_section
 from reslab.report.layouts import GENERIC_FIGURE, GENERIC_METRICS, Section, layout_for
-from reslab.report.tables import COLUMNS, csv_rows, group_by_grid_point, markdown_table, summary_rows
+from reslab.report.tables import csv_rows, group_by_grid_point, markdown_table, shared_overrides, summary_rows
+from reslab.wandb_runs import WANDB_MODES
 
 GENERIC_LEGEND = [
     "Errors in %. `train err`: mean per-batch training error over the last 10% of iterations;",
@@ -39,20 +33,11 @@ GENERIC_LEGEND = [
 ]
 
 
-@dataclass
-class Report:
-    """What `build_report` wrote, and the rows of its main table (the paper's, when it has one)."""
-
-    written: dict[str, Path]
-    table_rows: list[dict[str, str]]
-    figures: list[Path] = field(default_factory=list)
-    text: str = ""
-
-
-def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> Report:
+def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> tuple[dict[str, Path], list[dict], str]:
     """Write report.md, results.csv and the figures into `sweep_dir`; `metrics`: what the
     comparisons between networks use (keys of reslab.report.comparisons.METRICS; default: the
-    paper's, or the final training error for a sweep without a paper layout)."""
+    paper's, or the final training error for a sweep without a paper layout). Returns the files
+    written, the rows of the main table (the paper's, when it has one) and the report's text."""
     sweep_dir = Path(sweep_dir)
     sweep = _load(sweep_dir)
     points = group_by_grid_point(sweep.jobs, sweep.missing)
@@ -69,7 +54,8 @@ def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> Report:
     lines += [f"Sweep folder `{sweep_dir}`. " + _status_line(sweep), ""]
     for section in sections:
         lines += _section_lines(section, level=2)
-    lines += _comparison_lines(compared)
+    if compared:
+        lines += ["## Comparisons over seeds", ""] + _comparison_lines(compared)
     verdict = degradation_verdict(compared)
     if verdict:
         lines += ["## Degradation", "", verdict, ""]
@@ -78,23 +64,25 @@ def build_report(sweep_dir: Path, metrics: list[str] | None = None) -> Report:
 
     written: dict[str, Path] = {}
     if sweep.jobs:
-        written["results.csv"] = _write_csv(sweep_dir / "results.csv", csv_rows(sweep.jobs))
-    figures = []
-    for spec in layout.figures if layout else (GENERIC_FIGURE,):
-        path = spec.draw(sweep.jobs, sweep_dir / spec.filename, title)
+        rows = csv_rows(sweep.jobs)
+        written["results.csv"] = sweep_dir / "results.csv"
+        with written["results.csv"].open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    for filename, caption, draw in layout.figures if layout else (GENERIC_FIGURE,):
+        path = draw(sweep.jobs, sweep_dir / filename, title=title)
         if path:
-            figures.append(path)
-            written[spec.filename] = path
-            lines += [f"![{spec.caption}]({path.name})", ""]
+            written[filename] = path
+            lines += [f"![{caption}]({path.name})", ""]
     gradient_lines, gradient_figures = gradient_section(sweep.jobs, sweep_dir)
     lines += gradient_lines
-    figures += gradient_figures
     written.update((path.name, path) for path in gradient_figures)
     text = "\n".join(lines)
     report = sweep_dir / "report.md"
     report.write_text(text)
     written["report.md"] = report
-    return Report(written, sections[0].rows if sections else generic.rows, figures, text)
+    return written, sections[0].rows if sections else generic.rows, text
 
 
 def _load(sweep_dir: Path) -> Sweep:
@@ -109,29 +97,30 @@ def _title(sweep: Sweep) -> str:
     return sweep.experiment or sweep.path.name
 
 
-def _comparison_lines(rows: list[Row]) -> list[str]:
-    if not rows:
-        return []
-    lines = ["## Comparisons over seeds", ""]
-    if not tested(rows):
-        return lines + ["One seed per network: comparisons need 2+ seeds of each (no intervals or p-values).", ""]
-    lines += [markdown_table([row.cells() for row in rows]), ""]
-    lines += notes(rows) + [""]
-    return lines
+def _comparison_lines(rows: list[Row], whose: str = "", columns: dict[str, str] | None = None) -> list[str]:
+    """The table of `rows` (`columns` renames its columns) and how to read it; without 2+ seeds on
+    both sides of any comparison, why there is none."""
+    if not any(min(row.comparison.n) >= 2 for row in rows):
+        return [f"One seed per network{whose}: comparisons need 2+ seeds of each (no intervals or p-values).", ""]
+    columns = columns or {}
+    table = [{columns.get(key, key): cell for key, cell in row.cells().items()} for row in rows]
+    tests = sum(row.comparison.p is not None for row in rows)
+    return [markdown_table(table), "", stats.describe_method(tests), ""]
 
 
-@dataclass
-class SweepComparison:
-    """What `build_comparison` wrote: the file beside sweep A, and its text."""
+# The comparison table's columns as `--compare` names them (B against A).
+COMPARE_COLUMNS = {
+    "comparison": "network",
+    "first": "A",
+    "second": "B",
+    "Δ [95% CI]": "Δ (B − A) [95% CI]",
+    "P(better)": "P(B better)",
+}
 
-    path: Path
-    text: str
-    rows: list[Row]
 
-
-def build_comparison(a_dir: Path, b_dir: Path, metrics: list[str] | None = None) -> SweepComparison:
+def build_comparison(a_dir: Path, b_dir: Path, metrics: list[str] | None = None) -> tuple[Path, str]:
     """Sweep B against sweep A, each network both ran: the comparison table, written into
-    `compare_A_vs_B.md` in A's parent folder (beside A)."""
+    `compare_A_vs_B.md` in A's parent folder (beside A); returns that file and its text."""
     a_dir, b_dir = Path(a_dir), Path(b_dir)
     a, b = _load(a_dir), _load(b_dir)
     layout = layout_for(a.experiment, sampled=a.sampled)
@@ -143,18 +132,8 @@ def build_comparison(a_dir: Path, b_dir: Path, metrics: list[str] | None = None)
     for name, folder, sweep in (("A", a_dir, a), ("B", b_dir, b)):
         lines.append(f"- {name}: `{folder}`, experiment `{_title(sweep)}`. {_status_line(sweep)}")
     lines.append("")
-    if rows and tested(rows):
-        table = []
-        for row in rows:
-            cells = row.cells("A", "B")
-            cells["network"] = cells.pop("comparison")
-            cells["Δ (B − A) [95% CI]"] = cells.pop("Δ [95% CI]")
-            cells["P(B better)"] = cells.pop("P(better)")
-            table.append({key: cells[key] for key in COMPARE_COLUMNS})
-        lines += [markdown_table(table), ""]
-        lines += notes(rows) + [""]
-    elif rows:
-        lines += ["One seed per network in A or B: comparisons need 2+ seeds of each (no intervals or p-values).", ""]
+    if rows:
+        lines += _comparison_lines(rows, " in A or B", COMPARE_COLUMNS)
     else:
         lines += ["The two sweeps share no network with completed runs.", ""]
     if only_a:
@@ -164,27 +143,12 @@ def build_comparison(a_dir: Path, b_dir: Path, metrics: list[str] | None = None)
     text = "\n".join(lines)
     path = a_dir.parent / f"compare_{a_dir.name}_vs_{b_dir.name}.md"
     path.write_text(text)
-    return SweepComparison(path, text, rows)
-
-
-COMPARE_COLUMNS = (
-    "network",
-    "metric",
-    "A",
-    "B",
-    "Δ (B − A) [95% CI]",
-    "p",
-    "p (Holm)",
-    "P(B better)",
-    "seeds needed",
-    "verdict",
-)
+    return path, text
 
 
 def _section_lines(section: Section, level: int) -> list[str]:
     lines = [f"{'#' * level} {section.title}", ""] if level else []
-    columns = None if section.rows else COLUMNS
-    lines += [markdown_table(section.rows, columns), ""]
+    lines += [markdown_table(section.rows), ""]
     lines += section.notes + ([""] if section.notes else [])
     return lines
 
@@ -210,20 +174,11 @@ def _problems(sweep: Sweep) -> list[str]:
         lines += [f"- `{job.name}`: {job.status} ({job.error or 'no reason recorded'})" for job in bad]
         lines.append("")
     if sweep.missing:
-        # What every job of the grid shares (experiment, data root) would only hide the difference.
-        shared = set.intersection(*(set(point) for point in sweep.grid))
+        shared = shared_overrides(sweep.grid)
         lines += ["## Grid points not started (no job folder)", ""]
         lines += [f"- `{' '.join(o for o in point if o not in shared)}`" for point in sweep.missing]
         lines.append("")
     return lines
-
-
-def _write_csv(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0].keys()))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--wandb-mode",
         default=None,
-        choices=["online", "offline", "disabled"],
+        choices=WANDB_MODES,
         help="W&B mode (default: as for training jobs)",
     )
     args = parser.parse_args(argv)
@@ -258,23 +213,24 @@ def main(argv: list[str] | None = None) -> int:
         for folder in args.compare:
             if not folder.is_dir():
                 parser.error(f"--compare: no sweep folder {folder}")
-        comparison = build_comparison(*args.compare, metrics=args.metric)
-        print(comparison.text)
-        print(f"wrote {comparison.path}")
+        path, text = build_comparison(*args.compare, metrics=args.metric)
+        print(text)
+        print(f"wrote {path}")
         return 0
     sweep_dir = args.sweep_dir or latest_sweep(Path("multirun"))
     if sweep_dir is None or not Path(sweep_dir).is_dir():
         parser.error(f"no sweep folder found: {args.sweep_dir or 'multirun/ is empty'}")
-    report = build_report(Path(sweep_dir), metrics=args.metric)
-    print(report.text)
-    for path in report.written.values():
+    written, table_rows, text = build_report(Path(sweep_dir), metrics=args.metric)
+    print(text)
+    for path in written.values():
         print(f"wrote {path}")
     if args.wandb:
         # Imported here: W&B is slow to import and only this flag needs it.
         from reslab.report.wandb_summary import log_report_to_wandb
 
+        figures = [path for path in written.values() if path.suffix == ".png"]
         where = log_report_to_wandb(
-            Path(sweep_dir), report.table_rows, report.figures, project=args.wandb_project, mode=args.wandb_mode
+            Path(sweep_dir), table_rows, figures, project=args.wandb_project, mode=args.wandb_mode
         )
         print(f"W&B report run: {where}")
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,16 +136,8 @@ class Sweep:
     sampled: bool = False
 
     @property
-    def statuses(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for status in [job.status for job in self.jobs] + [MISSING] * len(self.missing):
-            counts[status] = counts.get(status, 0) + 1
-        return counts
-
-
-def collect_sweep(sweep_dir: Path) -> list[Job]:
-    """Every job folder below `sweep_dir` (a folder holding Hydra's `.hydra/`), sorted by path."""
-    return [read_job(hydra_dir.parent) for hydra_dir in sorted(Path(sweep_dir).rglob(".hydra"))]
+    def statuses(self) -> Counter[str]:
+        return Counter([job.status for job in self.jobs] + [MISSING] * len(self.missing))
 
 
 def read_job(job_dir: Path) -> Job:
@@ -176,8 +169,9 @@ def read_job(job_dir: Path) -> Job:
 def load_sweep(sweep_dir: Path) -> Sweep:
     """The jobs of `sweep_dir`, and the grid of its multirun.yaml with the points never started."""
     sweep_dir = Path(sweep_dir)
-    jobs = collect_sweep(sweep_dir)
-    multirun = _load_multirun(sweep_dir)
+    # Every job folder (a folder holding Hydra's `.hydra/`), sorted by path.
+    jobs = [read_job(hydra_dir.parent) for hydra_dir in sorted(sweep_dir.rglob(".hydra"))]
+    multirun = OmegaConf.load(sweep_dir / MULTIRUN_FILE) if (sweep_dir / MULTIRUN_FILE).exists() else None
     grid = []
     if multirun is not None and is_grid_sweep(multirun):
         try:
@@ -223,29 +217,15 @@ def _resolved_config(path: Path, job_dir: Path) -> dict[str, Any]:
     cfg = OmegaConf.load(path)
     if "paths" in cfg and "output_dir" in cfg.paths:
         cfg.paths.output_dir = str(job_dir)  # the job's own folder, which `${hydra:...}` named
-    resolved: dict[str, Any] = {}
+    resolved = OmegaConf.to_container(cfg)
     for key in cfg:
         try:
-            resolved[key] = _plain(cfg, key, resolve=True)
-        except Exception:  # noqa: BLE001 - an interpolation only the running job could resolve
-            resolved[key] = _plain(cfg, key, resolve=False)
+            value = cfg[key]
+            resolved[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+        except Exception:  # noqa: BLE001 - an interpolation only the running job could resolve: kept as written
+            pass
     return resolved
 
 
-def _plain(cfg: DictConfig, key: str, resolve: bool) -> Any:
-    node = cfg._get_node(key)
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=resolve)
-    return cfg[key] if resolve else node._value()
-
-
-def _load_multirun(sweep_dir: Path) -> DictConfig | None:
-    path = sweep_dir / MULTIRUN_FILE
-    return OmegaConf.load(path) if path.exists() else None
-
-
 def _load_yaml(path: Path) -> Any:
-    if not path.exists():
-        return None
-    with path.open() as handle:
-        return yaml.safe_load(handle)
+    return yaml.safe_load(path.read_text()) if path.exists() else None

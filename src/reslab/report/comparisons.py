@@ -1,23 +1,18 @@
-"""The comparisons a report makes, with how sure each is (reslab.report.stats): within a sweep,
-those the ResNet papers make (plain-d vs ResNet-d at each depth, ResNet-d vs pre-act ResNet-d,
-each deeper net of a family vs its shallowest, shortcut options against each other where they
-were swept), matching networks on everything but the compared key; between two sweeps
-(`reslab-report --compare A B`), each network they share; and against a paper's number, a
-prediction interval for one run of ours.
-
-Values are errors in points (%). All the comparisons of one report form one family for Holm's
-adjustment; a difference counts where its adjusted p-value is below stats.ALPHA.
+"""The comparisons a report makes and how sure each is (reslab.report.stats); the README's "How
+sure each comparison is" lists them. Values are errors in points (%). All the comparisons of one
+report form one family for Holm's adjustment.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from itertools import combinations
+from itertools import combinations, product
 
 from reslab.report import stats
 from reslab.report.collect import Job
-from reslab.report.tables import GridPoint, Stat
+from reslab.report.tables import GridPoint, Stat, shared_overrides
 
 FAMILY_NAMES = {"plain": "plain", "resnet": "ResNet", "preact": "pre-act ResNet"}
 # Overrides that choose the network itself; the others (recipe, data, ...) must match for two
@@ -35,12 +30,13 @@ class Metric:
     value: Callable[[Job], float | None]
 
 
-def ten_crop_error(job: Job) -> float | None:
-    """The 10-crop top-1 test error (the ResNet paper's Tables 2 and 3): `test/err_10crop` of an
-    evaluation job, or `test/err` of a job whose data tested on ten crops; else None."""
-    value = job.metric("test/err_10crop")
+def ten_crop_error(job: Job, top: str = "") -> float | None:
+    """The 10-crop top-1 test error (the ResNet paper's Tables 2 and 3; top-5 with `top="_top5"`):
+    `test/err_10crop` of an evaluation job, or `test/err` of a job whose data tested on ten crops;
+    else None."""
+    value = job.metric(f"test/err{top}_10crop")
     if value is None and (job.config.get("data") or {}).get("ten_crop_test"):
-        value = job.metric("test/err")
+        value = job.metric(f"test/err{top}")
     return value
 
 
@@ -61,13 +57,9 @@ def points_values(point: GridPoint, metric: Metric) -> list[float]:
 # ----------------------------------------------------------------------------- naming and matching
 
 
-def override_key(override: str) -> str:
-    return override.lstrip("+~").partition("=")[0]
-
-
 def setting(point: GridPoint, shared: set[str]) -> tuple[str, ...]:
     """The point's overrides that are not the network's and not shared by the whole sweep."""
-    return tuple(o for o in point.key if override_key(o) not in NETWORK_KEYS and o not in shared)
+    return tuple(o for o in point.key if o.lstrip("+~").partition("=")[0] not in NETWORK_KEYS and o not in shared)
 
 
 def network(job: Job) -> tuple:
@@ -75,14 +67,10 @@ def network(job: Job) -> tuple:
     return (job.family, job.depth, job.shortcut if job.family != "plain" else None)
 
 
-def network_name(job: Job, with_shortcut: bool) -> str:
+def network_name(job: Job, with_shortcut: bool = False) -> str:
     name = FAMILY_NAMES.get(job.family, job.family)
     name = f"{name}-{job.depth}" if job.depth is not None else name
     return f"{name} {job.shortcut}" if with_shortcut and job.family != "plain" and job.shortcut else name
-
-
-def shared_overrides(points: Sequence[GridPoint]) -> set[str]:
-    return set.intersection(*(set(point.key) for point in points)) if points else set()
 
 
 class Names:
@@ -90,7 +78,7 @@ class Names:
     the overrides that tell apart points of the same network (`[optimizer.lr=0.05]`)."""
 
     def __init__(self, points: Sequence[GridPoint]):
-        self.shared = shared_overrides(points)
+        self.shared = shared_overrides(point.key for point in points)
         self.shortcuts = len({p.first.shortcut for p in points if p.first.family != "plain"}) > 1
         self.settings = len({setting(p, self.shared) for p in points}) > 1
 
@@ -120,13 +108,13 @@ class Row:
             return f"**{self.second} {found}**"
         return found
 
-    def cells(self, first_label: str = "first", second_label: str = "second") -> dict[str, str]:
+    def cells(self) -> dict[str, str]:
         c = self.comparison
         return {
             "comparison": self.network or f"{self.first} vs {self.second}",
             "metric": self.metric.name,
-            first_label: mean_std(c.first),
-            second_label: mean_std(c.second),
+            "first": mean_std(c.first),
+            "second": mean_std(c.second),
             "Δ [95% CI]": interval(c),
             "p": number(c.p),
             "p (Holm)": number(c.p_holm),
@@ -162,28 +150,19 @@ def seeds(needed: int | None) -> str:
     return f"> {stats.MOST_SEEDS:,}" if needed > stats.MOST_SEEDS else str(needed)
 
 
-def compared(kind: str, first: GridPoint, second: GridPoint, names, metric: Metric) -> Row | None:
-    a, b = points_values(first, metric), points_values(second, metric)
-    if not a or not b:
-        return None
-    return Row(kind, names(first), names(second), metric, stats.compare(a, b))
-
-
 def sweep_pairs(points: Sequence[GridPoint]) -> list[tuple[str, GridPoint, GridPoint]]:
     """The pairs the papers compare, as (kind, first, second), among points of the same setting."""
-    shared = shared_overrides(points)
+    shared = shared_overrides(point.key for point in points)
     groups: dict[tuple, list[GridPoint]] = {}
     for point in points:
         groups.setdefault(setting(point, shared), []).append(point)
     pairs = []
     for group in groups.values():
-        for low, high in FAMILY_PAIRS:
-            for a in group:
-                for b in group:
-                    same_depth = a.first.depth is not None and a.first.depth == b.first.depth
-                    same_shortcut = low == "plain" or a.first.shortcut == b.first.shortcut
-                    if a.first.family == low and b.first.family == high and same_depth and same_shortcut:
-                        pairs.append(("family", a, b))
+        for (low, high), a, b in product(FAMILY_PAIRS, group, group):
+            same_depth = a.first.depth is not None and a.first.depth == b.first.depth
+            same_shortcut = low == "plain" or a.first.shortcut == b.first.shortcut
+            if a.first.family == low and b.first.family == high and same_depth and same_shortcut:
+                pairs.append(("family", a, b))
         lines: dict[tuple, list[GridPoint]] = {}
         for point in group:
             if point.first.depth is not None:
@@ -204,28 +183,18 @@ def sweep_pairs(points: Sequence[GridPoint]) -> list[tuple[str, GridPoint, GridP
 
 def sweep_comparisons(points: Sequence[GridPoint], metrics: Sequence[Metric]) -> list[Row]:
     """Every paper comparison of the sweep on every metric, Holm-adjusted as one family."""
-    names = Names(points)
-    rows = [
-        row
-        for metric in metrics
-        for kind, first, second in sweep_pairs(points)
-        if (row := compared(kind, first, second, names, metric)) is not None
-    ]
+    names, rows = Names(points), []
+    for metric, (kind, first, second) in product(metrics, sweep_pairs(points)):
+        a, b = points_values(first, metric), points_values(second, metric)
+        if a and b:
+            rows.append(Row(kind, names(first), names(second), metric, stats.compare(a, b)))
     return adjusted(rows)
 
 
 def adjusted(rows: list[Row]) -> list[Row]:
-    comparisons = stats.adjust([row.comparison for row in rows])
-    return [replace(r, comparison=c) for r, c in zip(rows, comparisons)]
-
-
-def tested(rows: Sequence[Row]) -> bool:
-    """Whether any comparison has 2+ seeds on both sides."""
-    return any(min(row.comparison.n) >= 2 for row in rows)
-
-
-def notes(rows: Sequence[Row]) -> list[str]:
-    return [stats.describe_method(sum(row.comparison.p is not None for row in rows))]
+    """The rows with their Holm-adjusted p-values, as one family."""
+    p_holm = stats.holm([row.comparison.p for row in rows])
+    return [replace(row, comparison=replace(row.comparison, p_holm=p)) for row, p in zip(rows, p_holm)]
 
 
 # ----------------------------------------------------------------------------- two sweeps
@@ -241,15 +210,12 @@ def sweeps_comparisons(
     a_index = _by_network(a_points, a_names)
     b_index = _by_network(b_points, b_names)
     rows = []
-    for key, a in a_index.items():
+    for (key, a), metric in product(a_index.items(), metrics):
         b = b_index.get(key)
-        if b is None:
-            continue
-        for metric in metrics:
-            values_a, values_b = points_values(a, metric), points_values(b, metric)
-            if values_a and values_b:
-                comparison = stats.compare(values_a, values_b)
-                rows.append(Row("sweeps", "A", "B", metric, comparison, network=_pair_name(a_names(a), b_names(b))))
+        values_a, values_b = points_values(a, metric), points_values(b, metric) if b else []
+        if values_a and values_b:
+            comparison = stats.compare(values_a, values_b)
+            rows.append(Row("sweeps", "A", "B", metric, comparison, network=_pair_name(a_names(a), b_names(b))))
     only_a = [a_names(p) for k, p in a_index.items() if k not in b_index]
     only_b = [b_names(p) for k, p in b_index.items() if k not in a_index]
     return adjusted(rows), only_a, only_b
@@ -260,9 +226,7 @@ def _pair_name(a: str, b: str) -> str:
 
 
 def _by_network(points: Sequence[GridPoint], names: Names) -> dict[tuple, GridPoint]:
-    count: dict[tuple, int] = {}
-    for point in points:
-        count[network(point.first)] = count.get(network(point.first), 0) + 1
+    count = Counter(network(point.first) for point in points)
     return {
         (network(p.first),) if count[network(p.first)] == 1 else (network(p.first), setting(p, names.shared)): p
         for p in points

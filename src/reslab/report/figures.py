@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reslab.report.collect import Job  # noqa: E402
-from reslab.report.comparisons import FAMILY_NAMES  # noqa: E402
+from reslab.report.comparisons import FAMILY_NAMES, network_name  # noqa: E402
 from reslab.report.tables import as_number, by_objective, objective, override_values, searched_keys  # noqa: E402
 
 # Panels as (title, which jobs it shows).
@@ -30,30 +32,18 @@ Panel = tuple[str, Callable[[Job], bool]]
 TEN_THOUSANDS = 2e4
 
 
-def smooth(values: list[float], window: int) -> list[float]:
-    """Trailing moving average: per-batch training error is too noisy to read raw."""
-    out, total = [], 0.0
-    for i, value in enumerate(values):
-        total += value
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
-
-
 def curves_figure(
     jobs: Sequence[Job],
     out_png: Path,
     panels: Sequence[Panel],
     colour_of: Callable[[Job], Hashable],
     label_of: Callable[[Job], str],
-    eval_metric: str = "val/err",
     eval_name: str = "val",
     train_line: str = "--",
     paper_ylim: tuple[float, float] | None = None,
     title: str = "",
 ) -> Path | None:
-    """Training error (`train_line`: "--" dashed or "-" thin) and `eval_metric` (bold) vs
+    """Training error (`train_line`: "--" dashed or "-" thin) and validation error (bold) vs
     iterations, in %. Jobs with the same colour key share a colour in every panel; jobs that
     share colour and label (the seeds of one network) are drawn as their mean curve with a
     band of ± one standard deviation. `paper_ylim` is the paper's y range, used when every
@@ -76,7 +66,7 @@ def curves_figure(
         for (key, label), seeds in networks.items():
             colour = colours[key]
             train = mean_curve([_smoothed_train_error(job) for job in seeds])
-            evaluation = mean_curve([job.curve(eval_metric) for job in seeds])
+            evaluation = mean_curve([job.curve("val/err") for job in seeds])
             if len(seeds) > 1:
                 label = f"{label} (n={len(seeds)})"
             _draw(ax, train, x_scale, train_line, lw=0.8, color=colour)
@@ -99,16 +89,7 @@ def curves_figure(
         axes[0][0].set_ylim(0, min(100.0, highest * 1.05 + 1))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120, metadata=png_title(title))
-    plt.close(fig)
-    return out_png
-
-
-def png_title(title: str) -> dict[str, str]:
-    """The figure's title also as the PNG's Title field, which image viewers and galleries show."""
-    return {"Title": title} if title else {}
+    return _save(fig, out_png, title=title)
 
 
 Curve = tuple[list[float], list[float], list[float]]  # steps, mean, std (0 for one run)
@@ -124,8 +105,11 @@ def mean_curve(curves: Sequence[tuple[Sequence[float], Sequence[float]]]) -> Cur
 
 
 def _smoothed_train_error(job: Job) -> tuple[list[float], list[float]]:
+    """A trailing moving average over 1/50 of the run: per-batch training error is too noisy to read raw."""
     steps, values = job.curve("train/err")
-    return steps, smooth(values, max(1, len(values) // 50))
+    window = max(1, len(values) // 50)
+    sums = np.convolve(values, np.ones(window))[: len(values)]
+    return steps, list(sums / np.minimum(np.arange(1, len(values) + 1), window))
 
 
 def _draw(ax, curve: Curve, x_scale: float, style: str, **line) -> None:
@@ -138,49 +122,27 @@ def _draw(ax, curve: Curve, x_scale: float, style: str, **line) -> None:
         ax.fill_between(x, low, high, color=line["color"], alpha=0.18, linewidth=0)
 
 
-def family_panels(jobs: Sequence[Job]) -> list[Panel]:
-    """One panel per network family, plain first."""
+def depth_of(job: Job) -> int:
+    return job.depth or 0
+
+
+def degradation_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
+    """Training and validation error vs iterations; one panel per network family, plain first."""
     families = sorted({job.family for job in jobs}, key=lambda f: (f != "plain", f))
-    return [(FAMILY_NAMES.get(f, f), lambda job, f=f: job.family == f) for f in families]
+    panels = [(FAMILY_NAMES.get(f, f), lambda job, f=f: job.family == f) for f in families]
+    return curves_figure(jobs, out_png, panels, depth_of, network_name, title=title)
 
 
-def depth_label(job: Job) -> str:
-    name = FAMILY_NAMES.get(job.family, job.family)
-    return f"{name}-{job.depth}" if job.depth is not None else name
-
-
-def degradation_figure(jobs: list[Job], out_png: Path, title: str = "", eval_metric: str = "val/err") -> Path | None:
-    """Training and `eval_metric` error vs iterations; one panel per network family."""
-    return curves_figure(
-        jobs,
-        out_png,
-        family_panels(jobs),
-        lambda job: job.depth or 0,
-        depth_label,
-        eval_metric=eval_metric,
-        eval_name=eval_metric.split("/")[0],
-        title=title,
-    )
-
-
-def figure6(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """The ResNet paper's Figure 6 (CIFAR-10): plain panel beside ResNet panel, dashed training
-    error, bold held-out error (the paper's bold curves are test error; ours are the 5k
-    validation images), y from 0 to 20% when the curves fit."""
-    return _plain_beside_resnet(jobs, out_png, title, eval_name="val", train_line="--", paper_ylim=(0.0, 20.0))
-
-
-def figure4(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """The ResNet paper's Figure 4 (ImageNet): plain-18/34 beside ResNet-18/34, thin training
-    error, bold centre-crop validation error, y from 20 to 60% when the curves fit."""
-    return _plain_beside_resnet(
-        jobs, out_png, title, eval_name="val (centre crop)", train_line="-", paper_ylim=(20.0, 60.0)
-    )
-
-
-def _plain_beside_resnet(jobs: list[Job], out_png: Path, title: str, **style) -> Path | None:
-    panels = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
-    return curves_figure(jobs, out_png, panels, lambda job: job.depth or 0, depth_label, title=title, **style)
+# The paper's figures: (jobs, out_png, title=...) -> the figure's file, or None without curves.
+PLAIN_BESIDE_RESNET = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
+# The ResNet paper's Figure 6 (CIFAR-10): dashed training error, bold held-out error (the paper's
+# bold curves are test error; ours are the 5k validation images), y from 0 to 20% when the curves fit.
+figure6 = partial(
+    curves_figure, panels=PLAIN_BESIDE_RESNET, colour_of=depth_of, label_of=network_name, paper_ylim=(0, 20)
+)
+# The ResNet paper's Figure 4 (ImageNet): thin training error, bold centre-crop validation error,
+# y from 20 to 60% when the curves fit.
+figure4 = partial(figure6, eval_name="val (centre crop)", train_line="-", paper_ylim=(20, 60))
 
 
 # ----------------------------------------------------------------------------- sampled sweeps
@@ -250,7 +212,8 @@ def _save(fig, out_png: Path, tight: bool = True, title: str = "") -> Path:
     if tight:
         fig.tight_layout()
     out_png = Path(out_png)
-    fig.savefig(out_png, dpi=120, bbox_inches="tight", metadata=png_title(title))
+    # The title also as the PNG's Title field, which image viewers and galleries show.
+    fig.savefig(out_png, dpi=120, bbox_inches="tight", metadata={"Title": title} if title else {})
     plt.close(fig)
     return out_png
 

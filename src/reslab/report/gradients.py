@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -26,7 +27,8 @@ RESPONSE_STD_PREFIX = "response_std"
 
 # step -> [(unit index, unit name, value)] in network order
 Profiles = dict[int, list[tuple[int, str, float]]]
-StepChoice = str | int
+# The steps the report looks at: name -> (index among the logged steps, panel title).
+STEPS = {"early": (0, "earliest logged step"), "late": (-1, "latest logged step")}
 
 
 def read_unit_profiles(metrics_csv: str | Path, prefix: str = GRAD_NORM_PREFIX) -> Profiles:
@@ -57,39 +59,19 @@ def read_unit_profiles(metrics_csv: str | Path, prefix: str = GRAD_NORM_PREFIX) 
     }
 
 
-def pick_step(profiles: Profiles, choice: StepChoice) -> int:
-    """ "early" = first logged step, "late" = last logged step, or an exact logged step."""
-    steps = list(profiles)
-    if choice == "early":
-        return steps[0]
-    if choice == "late":
-        return steps[-1]
-    if isinstance(choice, int) and choice in profiles:
-        return choice
-    raise ConfigError(f"step {choice!r} was not logged; use 'early', 'late' or one of {steps}")
-
-
 def _plot_profiles(
-    runs: Sequence[tuple[str, str | Path]],
-    out_png: str | Path,
-    prefix: str,
-    ylabel: str,
-    steps: Sequence[StepChoice],
-    log_y: bool,
+    runs: Sequence[tuple[str, str | Path]], out_png: str | Path, prefix: str, ylabel: str, log_y: bool
 ) -> Path:
-    if not runs:
-        raise ConfigError("no runs to plot: pass [(label, metrics.csv path), ...]")
     profiles = [(label, read_unit_profiles(path, prefix)) for label, path in runs]
 
-    fig = Figure(figsize=(5.5 * len(steps), 4.0), layout="constrained")
+    fig = Figure(figsize=(5.5 * len(STEPS), 4.0), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(steps), sharey=True, squeeze=False)[0]
-    for ax, choice in zip(axes, steps):
+    axes = fig.subplots(1, len(STEPS), sharey=True, squeeze=False)[0]
+    for ax, (which, title) in zip(axes, STEPS.values()):
         for label, run_profiles in profiles:
-            step = pick_step(run_profiles, choice)
+            step = list(run_profiles)[which]
             indices, _, values = zip(*run_profiles[step])
             ax.plot(indices, values, marker=".", label=f"{label} (step {step})")
-        title = {"early": "earliest logged step", "late": "latest logged step"}.get(choice, f"step {choice}")
         ax.set_title(title)
         ax.set_xlabel("unit index (0 = stem, last = fc)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -105,50 +87,30 @@ def _plot_profiles(
     return out_png
 
 
-def plot_gradient_norms(
-    runs: Sequence[tuple[str, str | Path]],
-    out_png: str | Path,
-    steps: Sequence[StepChoice] = ("early", "late"),
-) -> Path:
-    """Gradient L2 norm per unit (log y), one line per (label, metrics.csv), one panel per step."""
-    return _plot_profiles(runs, out_png, GRAD_NORM_PREFIX, "gradient L2 norm", steps, log_y=True)
-
-
-def plot_response_stds(
-    runs: Sequence[tuple[str, str | Path]],
-    out_png: str | Path,
-    steps: Sequence[StepChoice] = ("early", "late"),
-) -> Path:
-    """Std of each unit's output per unit (the paper's Figure 7), one panel per step."""
-    return _plot_profiles(runs, out_png, RESPONSE_STD_PREFIX, "std of unit response", steps, log_y=False)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b != 0 else math.inf
+# Gradient L2 norm per unit (log y), one line per (label, metrics.csv), one panel per step.
+plot_gradient_norms = partial(_plot_profiles, prefix=GRAD_NORM_PREFIX, ylabel="gradient L2 norm", log_y=True)
+# Std of each unit's output per unit (the paper's Figure 7), one panel per step.
+plot_response_stds = partial(_plot_profiles, prefix=RESPONSE_STD_PREFIX, ylabel="std of unit response", log_y=False)
 
 
 def summarize_gradient_norms(metrics_csv: str | Path) -> dict:
-    """First-unit over last-unit gradient norm (and the spread over units) at the early and late step.
+    """First-unit over last-unit gradient norm at the early and late step.
 
     A ratio far below one means the gradient reaching the first layers has vanished.
     """
     profiles = read_unit_profiles(metrics_csv, GRAD_NORM_PREFIX)
     summary = {}
-    for choice in ("early", "late"):
-        step = pick_step(profiles, choice)
+    for choice, (which, _) in STEPS.items():
+        step = list(profiles)[which]
         units = profiles[step]
         (_, first_name, first), (_, last_name, last) = units[0], units[-1]
-        values = [value for _, _, value in units]
         summary[choice] = {
             "step": step,
             "first_unit": first_name,
             "last_unit": last_name,
             "first": first,
             "last": last,
-            "first_over_last": _ratio(first, last),
-            "min": min(values),
-            "max": max(values),
-            "max_over_min": _ratio(max(values), min(values)),
+            "first_over_last": first / last if last != 0 else math.inf,
         }
     return summary
 

@@ -1,9 +1,6 @@
-"""Paper-shaped reports of the experiments ResLab reproduces: for each, tables with the paper's
-rows and columns, our value beside the paper's (and a public reproduction's) and the
-difference, and the paper's figure. `layout_for(name)` finds the layout of an experiment
-(`X_smoke` shares X's); sweeps of other experiments get the generic table and figure, and a
-sampled sweep (Optuna) its trials best first with the objective against trial number and
-against each hyperparameter.
+"""Paper-shaped reports of the experiments ResLab reproduces (the README's "Reproductions"):
+`layout_for(name)` finds an experiment's (`X_smoke` shares X's); a sampled sweep (Optuna) gets
+the search layout; sweeps of other experiments get none (the generic table and figure).
 
 Values are errors in %; "Δ" is ours minus the paper's, in points. A cell without a completed
 run says why: the states of its jobs (running, failed, ...), or "—" when no job of the sweep
@@ -14,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from reslab.report import paper
@@ -27,10 +25,15 @@ from reslab.report.figures import (
     objective_by_hyperparameter,
     objective_by_trial,
 )
-from reslab.report.tables import GridPoint, by_objective, objective, override_values, searched_keys, trial_rows
-
-SMOKE_SUFFIX = "_smoke"
-NOT_BUILT = "not built (no model knob for this unit)"
+from reslab.report.tables import (
+    GridPoint,
+    by_objective,
+    objective,
+    override_values,
+    searched_keys,
+    shared_overrides,
+    trial_rows,
+)
 
 
 @dataclass
@@ -42,11 +45,8 @@ class Section:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class FigureSpec:
-    filename: str
-    caption: str
-    draw: Callable[[list[Job], Path, str], Path | None]
+# A figure of a report: (file name, caption, draw(jobs, out_png, title=...)).
+Figure = tuple[str, str, Callable[[list[Job], Path, str], Path | None]]
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Layout:
     name: str
     title: str
     tables: Callable[[list[GridPoint]], list[Section]]
-    figures: tuple[FigureSpec, ...]
+    figures: tuple[Figure, ...]
     # What the paper compares its networks on (reslab.report.comparisons.METRICS), first the
     # metric of its tables; the final training error is the degradation problem's.
     metrics: tuple[str, ...] = ("test", "train")
@@ -67,23 +67,10 @@ def layout_for(experiment: str | None, sampled: bool = False) -> Layout | None:
         return SEARCH_LAYOUT
     if not experiment:
         return None
-    name = experiment[: -len(SMOKE_SUFFIX)] if experiment.endswith(SMOKE_SUFFIX) else experiment
-    return LAYOUTS.get(name)
+    return LAYOUTS.get(experiment.removesuffix("_smoke"))
 
 
 # ----------------------------------------------------------------------------- cells
-
-
-def top1_test_error(job: Job) -> float | None:
-    return job.metric("test/err")
-
-
-def ten_crop_top5_error(job: Job) -> float | None:
-    """Top-5 of the 10-crop test, as `ten_crop_error` finds top-1."""
-    value = job.metric("test/err_top5_10crop")
-    if value is None and (job.config.get("data") or {}).get("ten_crop_test"):
-        value = job.metric("test/err_top5")
-    return value
 
 
 def ours(
@@ -117,18 +104,16 @@ def reference(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
-def matching(points: Sequence[GridPoint], predicate: Callable[[Job], bool]) -> list[GridPoint]:
-    return [point for point in points if predicate(point.first)]
-
-
-def one_per_row(points: list[GridPoint]) -> list[tuple[str, GridPoint | None]]:
-    """The grid points of one paper row: (suffix, point) each, the suffix naming the overrides
-    that tell several points apart (e.g. ` [optimizer.lr=0.05]`); [("", None)] when none."""
+def one_per_row(points: Sequence[GridPoint], row: Callable[[Job], bool]) -> list[tuple[str, GridPoint | None]]:
+    """The grid points of one paper row (those whose jobs `row` accepts): (suffix, point) each,
+    the suffix naming the overrides that tell several points apart (e.g. ` [optimizer.lr=0.05]`);
+    [("", None)] when none."""
+    points = [point for point in points if row(point.first)]
     if not points:
         return [("", None)]
     if len(points) == 1:
         return [("", points[0])]
-    shared = set.intersection(*(set(point.key) for point in points))
+    shared = shared_overrides(point.key for point in points)
     return [(" [" + " ".join(o for o in point.key if o not in shared) + "]", point) for point in points]
 
 
@@ -142,10 +127,8 @@ def against_paper(entries: Sequence[PaperNumber], metric: str, source: str) -> l
 
 
 def params_of(point: GridPoint | None) -> str:
-    for job in point.jobs if point else []:
-        if (job.results or {}).get("params"):
-            return f"{job.results['params']:,}"
-    return "—"
+    params = (point.sized.results or {}).get("params") if point else None
+    return f"{params:,}" if params else "—"
 
 
 # ----------------------------------------------------------------------------- CIFAR-10, Table 6
@@ -155,13 +138,12 @@ def cifar_table6(points: list[GridPoint]) -> list[Section]:
     resnet_rows, numbers = [], []
     runs = paper.CIFAR_RESNET110_RUNS
     for depth, paper_error in paper.CIFAR_TABLE6.items():
-        here = matching(points, lambda j, d=depth: j.family == "resnet" and j.depth == d)
-        for suffix, point in one_per_row(here):
+        for suffix, point in one_per_row(points, lambda j, d=depth: j.family == "resnet" and j.depth == d):
             if depth == 110:  # the table's number is the best of 5 runs: hold ours against their mean ± std
                 numbers.append(PaperNumber(f"ResNet-{depth}{suffix}", point, runs["mean"], runs["std"], runs["n"]))
             else:
                 numbers.append(PaperNumber(f"ResNet-{depth}{suffix}", point, paper_error))
-            text, value = ours(point, top1_test_error)
+            text, value = ours(point, METRICS["test"].value)
             resnet_rows.append(
                 {
                     "net": f"ResNet-{depth}{suffix}",
@@ -179,9 +161,8 @@ def cifar_table6(points: list[GridPoint]) -> list[Section]:
     run_depths = {p.first.depth for p in points if p.first.family == "plain" and p.first.depth}
     plain_depths = sorted(run_depths | {20, 32, 44, 56})
     for depth in plain_depths:
-        here = matching(points, lambda j, d=depth: j.family == "plain" and j.depth == d)
-        for suffix, point in one_per_row(here):
-            text, value = ours(point, top1_test_error)
+        for suffix, point in one_per_row(points, lambda j, d=depth: j.family == "plain" and j.depth == d):
+            text, value = ours(point, METRICS["test"].value)
             peer = paper.NABLA0001.errors.get(("plain", depth))
             plain_rows.append(
                 {
@@ -221,8 +202,7 @@ def imagenet_table2(points: list[GridPoint]) -> list[Section]:
     for depth in (18, 34):
         row = {"layers": str(depth)}
         for family, name in (("plain", "plain"), ("resnet", "ResNet")):
-            here = matching(points, lambda j, f=family, d=depth: j.family == f and j.depth == d)
-            _, point = one_per_row(here)[0]
+            _, point = one_per_row(points, lambda j, f=family, d=depth: j.family == f and j.depth == d)[0]
             text, value = ours(point, ten_crop_error)
             paper_error = paper.IMAGENET_TABLE2[(family, depth)]
             numbers.append(PaperNumber(f"{name}-{depth}", point, paper_error))
@@ -248,18 +228,14 @@ def imagenet_table2(points: list[GridPoint]) -> list[Section]:
 def imagenet_table3(points: list[GridPoint]) -> list[Section]:
     rows, numbers = [], []
     for entry in paper.IMAGENET_TABLE3:
-        here = matching(
-            points,
-            lambda j, e=entry: (
-                e.family is not None
-                and j.family == e.family
-                and j.depth == e.depth
-                and (e.family == "plain" or j.shortcut == e.shortcut)
-            ),
-        )
-        for suffix, point in one_per_row(here):
+
+        def runs_row(j: Job, e: paper.Table3Row = entry) -> bool:
+            same_shortcut = e.family == "plain" or j.shortcut == e.shortcut
+            return e.family is not None and j.family == e.family and j.depth == e.depth and same_shortcut
+
+        for suffix, point in one_per_row(points, runs_row):
             top1, top1_value = ours(point, ten_crop_error)
-            top5, top5_value = ours(point, ten_crop_top5_error)
+            top5, top5_value = ours(point, lambda j: ten_crop_error(j, "_top5"))
             if entry.family:
                 numbers.append(PaperNumber(entry.name + suffix, point, entry.top1))
             peer = paper.FB_RESNET_TORCH.errors.get((entry.depth, entry.shortcut))
@@ -301,11 +277,10 @@ def preact_table2(points: list[GridPoint]) -> list[Section]:
         for depth in paper.PREACT_DEPTHS:
             paper_error = unit.errors[depth]
             if unit.family is None:
-                text, value = NOT_BUILT, None
+                text, value = "not built (no model knob for this unit)", None
             else:
-                here = matching(points, lambda j, f=unit.family, d=depth: j.family == f and j.depth == d)
-                point = one_per_row(here)[0][1]
-                text, value = ours(point, top1_test_error, median=True)
+                point = one_per_row(points, lambda j, f=unit.family, d=depth: j.family == f and j.depth == d)[0][1]
+                text, value = ours(point, METRICS["test"].value, median=True)
                 numbers.append(PaperNumber(f"{unit.name} ResNet-{depth}", point, paper_error))
             row[f"ResNet-{depth} (ours)"] = text
             row[f"ResNet-{depth} (paper)"] = reference(paper_error)
@@ -324,26 +299,24 @@ def preact_table2(points: list[GridPoint]) -> list[Section]:
     ] + against_paper(numbers, "test", paper.PREACT_TABLE2_SOURCE + "; a median of 5 varies less than one run")
 
 
-def preact_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """Original vs full pre-activation units: one panel per depth, one colour per unit."""
-    panels = [(f"ResNet-{d}", lambda j, d=d: j.depth == d) for d in paper.PREACT_DEPTHS]
-    return curves_figure(jobs, out_png, panels, lambda j: j.family, unit_name, title=title)
-
-
 def unit_name(job: Job) -> str:
     return "full pre-activation" if job.family == "preact" else "original"
 
 
-def table3_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    """Every row's curves in one panel, one colour per network (Table 3 has no figure)."""
-    return curves_figure(
-        jobs,
-        out_png,
-        [("ResNet", lambda j: True)],
-        lambda j: (j.depth or 0, j.shortcut or ""),
-        lambda j: f"ResNet-{j.depth} {j.shortcut}",
-        title=title,
-    )
+# Original vs full pre-activation units: one panel per depth, one colour per unit.
+preact_figure = partial(
+    curves_figure,
+    panels=[(f"ResNet-{d}", lambda j, d=d: j.depth == d) for d in paper.PREACT_DEPTHS],
+    colour_of=lambda j: j.family,
+    label_of=unit_name,
+)
+# Every row's curves in one panel, one colour per network (Table 3 has no figure).
+table3_figure = partial(
+    curves_figure,
+    panels=[("ResNet", lambda j: True)],
+    colour_of=lambda j: (j.depth or 0, j.shortcut or ""),
+    label_of=lambda j: f"ResNet-{j.depth} {j.shortcut}",
+)
 
 
 # ----------------------------------------------------------------------------- the seed's transfer example
@@ -364,14 +337,14 @@ def first_eval(job: Job) -> float | None:
 def mnist_transfer(points: list[GridPoint]) -> list[Section]:
     rows = []
     for start in ("pretrained", "random"):
-        for suffix, point in one_per_row(matching(points, lambda j, s=start: start_of(j) == s)):
+        for suffix, point in one_per_row(points, lambda j, s=start: start_of(j) == s):
             steps = point.first.curve("val/err")[0] if point else []
             first_step = f" (step {int(steps[0])})" if steps else ""
             rows.append(
                 {
                     "start": start + suffix,
                     "weights": str(point.first.model.get("weights")) if point else "—",
-                    "test err %": ours(point, top1_test_error)[0],
+                    "test err %": ours(point, METRICS["test"].value)[0],
                     "best val err %": ours(point, lambda j: j.best("val/err"))[0],
                     f"first val err %{first_step}": ours(point, first_eval)[0],
                     "train err % (last 10%)": ours(point, Job.final_train_error)[0],
@@ -389,8 +362,9 @@ def mnist_transfer(points: list[GridPoint]) -> list[Section]:
     ]
 
 
-def mnist_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path | None:
-    return curves_figure(jobs, out_png, [("ResNet-18 on MNIST", lambda j: True)], start_of, start_of, title=title)
+mnist_figure = partial(
+    curves_figure, panels=[("ResNet-18 on MNIST", lambda j: True)], colour_of=start_of, label_of=start_of
+)
 
 
 # ----------------------------------------------------------------------------- sampled sweeps
@@ -421,8 +395,8 @@ SEARCH_LAYOUT = Layout(
     "a sampled search (each job one trial of the sweeper)",
     search_tables,
     (
-        FigureSpec("search_trials.png", "objective (best val err) against trial number", objective_by_trial),
-        FigureSpec("search_hyperparameters.png", "objective against each hyperparameter", objective_by_hyperparameter),
+        ("search_trials.png", "objective (best val err) against trial number", objective_by_trial),
+        ("search_hyperparameters.png", "objective against each hyperparameter", objective_by_hyperparameter),
     ),
     (),
 )
@@ -437,38 +411,20 @@ LAYOUTS = {
             "cifar_table6",
             "He et al. 2015, Table 6 and Figure 6: CIFAR-10, plain vs ResNet (option A)",
             cifar_table6,
-            (
-                FigureSpec(
-                    "figure6_cifar10.png",
-                    "Figure 6 layout: dashed training, bold validation error",
-                    figure6,
-                ),
-            ),
+            (("figure6_cifar10.png", "Figure 6 layout: dashed training, bold validation error", figure6),),
         ),
         Layout(
             "imagenet_table2",
             "He et al. 2015, Table 2 and Figure 4: ImageNet, plain vs ResNet (option A), 18 and 34 layers",
             imagenet_table2,
-            (
-                FigureSpec(
-                    "figure4_imagenet.png",
-                    "Figure 4 layout: thin training, bold centre-crop validation error",
-                    figure4,
-                ),
-            ),
+            (("figure4_imagenet.png", "Figure 4 layout: thin training, bold centre-crop validation error", figure4),),
             ("test_10crop", "train"),
         ),
         Layout(
             "imagenet_table3",
             "He et al. 2015, Table 3: ImageNet, shortcut options A/B/C and deeper bottleneck ResNets",
             imagenet_table3,
-            (
-                FigureSpec(
-                    "training_curves.png",
-                    "dashed training, bold validation error per network",
-                    table3_figure,
-                ),
-            ),
+            (("training_curves.png", "dashed training, bold validation error per network", table3_figure),),
             ("test_10crop",),
         ),
         Layout(
@@ -476,7 +432,7 @@ LAYOUTS = {
             "He et al. 2016, Table 2: residual unit variants on CIFAR-10 (ResNet-110 / ResNet-164)",
             preact_table2,
             (
-                FigureSpec(
+                (
                     "training_curves.png",
                     "original vs full pre-activation: dashed training, bold validation",
                     preact_figure,
@@ -488,13 +444,7 @@ LAYOUTS = {
             "mnist_transfer",
             "The seed's transfer example: pretrained ResNet-18 adapted to MNIST vs random init",
             mnist_transfer,
-            (
-                FigureSpec(
-                    "training_curves.png",
-                    "pretrained vs random start: dashed training, bold validation",
-                    mnist_figure,
-                ),
-            ),
+            (("training_curves.png", "pretrained vs random start: dashed training, bold validation", mnist_figure),),
             ("test",),
         ),
     )
@@ -502,4 +452,4 @@ LAYOUTS = {
 
 # A sweep without a paper layout is compared on the degradation problem's metric.
 GENERIC_METRICS = ("train",)
-GENERIC_FIGURE = FigureSpec("training_curves.png", "dashed training, bold validation error", degradation_figure)
+GENERIC_FIGURE = ("training_curves.png", "dashed training, bold validation error", degradation_figure)

@@ -1,23 +1,8 @@
-"""How sure a comparison over seeds is: the statistics behind the report's comparisons and
-`reslab-report --compare`, all from scipy.stats.
-
-Seeds are independent draws, so two networks (or two recipes) are compared unpaired:
-
-- the difference of the means (second minus first) with a 95% confidence interval, Welch's t
-  interval (`scipy.stats.ttest_ind(equal_var=False)`). At the 3-5 seeds people run it holds
-  its coverage for normal samples with equal or unequal spreads; a bootstrap falls short there
-  and still at 20 seeds (benchmarks/interval_coverage.py), so the report uses Welch's interval
-  at every seed count;
-- the two-sided p-value of Welch's t-test, and Holm's step-down adjustment of all the p-values
-  of one report (at ALPHA);
-- the probability of improvement: the chance that a random seed of the second ends with a lower
-  error than a random seed of the first, ties counted half (the Mann-Whitney U statistic over
-  the number of pairs);
-- the seeds per network that would resolve a difference of RESOLVE points at the observed spread
-  (Welch's t-test at ALPHA with POWER, from the noncentral t distribution).
-
-Against a published number: a 95% prediction interval for one more run of ours, mean ±
-t·s·√(1 + 1/n), and Welch's test from summary statistics where the paper gives a mean and std.
+"""How sure a comparison over seeds is, all from scipy.stats; the README's "How sure each
+comparison is" says what each number means. Seeds are independent draws, so comparisons are
+unpaired. The interval is Welch's t interval at every seed count: at the 3-5 seeds people run it
+holds its coverage for normal samples with equal or unequal spreads, where a bootstrap falls
+short (still at 20 seeds; benchmarks/interval_coverage.py).
 """
 
 from __future__ import annotations
@@ -41,30 +26,28 @@ MOST_SEEDS = 10_000
 # Values are rounded to this many decimals before testing: seeds that end at the same error
 # (computed along different paths) differ in the last bits only, which is no spread.
 DECIMALS = 9
-INTERVAL = "Welch's t interval"
-TEST = "Welch's t-test, two-sided"
 
 
-def welch(first: np.ndarray, second: np.ndarray, confidence: float = CONFIDENCE, axis: int = -1):
-    """(difference, low, high, p) of `second - first` along `axis`: the difference of the means,
-    Welch's confidence interval and two-sided p-value. Works on stacks of samples at once."""
+def welch(first: np.ndarray, second: np.ndarray):
+    """(difference, low, high, p) of `second - first` along the last axis: the difference of the
+    means, Welch's confidence interval and two-sided p-value. Works on stacks of samples at once."""
     with warnings.catch_warnings():
         # A network whose seeds all end at one value (0% training error) has no spread; scipy
         # warns of precision loss for it, though its variance is exactly 0.
         warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
-        result = stats.ttest_ind(second, first, equal_var=False, axis=axis)
-        interval = result.confidence_interval(confidence_level=confidence)
-    difference = np.mean(second, axis=axis) - np.mean(first, axis=axis)
+        result = stats.ttest_ind(second, first, equal_var=False, axis=-1)
+        interval = result.confidence_interval(confidence_level=CONFIDENCE)
+    difference = np.mean(second, axis=-1) - np.mean(first, axis=-1)
     return difference, interval.low, interval.high, result.pvalue
 
 
-def prediction_interval(values: np.ndarray, confidence: float = CONFIDENCE, axis: int = -1):
-    """(low, high) that one more run falls in with probability `confidence`, from n runs:
-    mean ± t(n-1)·s·√(1 + 1/n)."""
+def prediction_interval(values: np.ndarray):
+    """(low, high) that one more run falls in with probability CONFIDENCE, from n runs (along the
+    last axis): mean ± t(n-1)·s·√(1 + 1/n)."""
     values = np.asarray(values, dtype=float)
-    n = values.shape[axis]
-    mean, std = values.mean(axis=axis), values.std(axis=axis, ddof=1)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std * math.sqrt(1 + 1 / n)
+    n = values.shape[-1]
+    mean, std = values.mean(axis=-1), values.std(axis=-1, ddof=1)
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * std * math.sqrt(1 + 1 / n)
     return mean - half, mean + half
 
 
@@ -120,7 +103,7 @@ class Comparison:
     p: float | None = None
     improvement: float | None = None  # P(a seed of second beats a seed of first)
     needed: int | None = None  # seeds per network to resolve RESOLVE points at this spread
-    p_holm: float | None = None  # set by `adjust`, over all the comparisons of one report
+    p_holm: float | None = None  # Holm-adjusted over all the comparisons of one report
 
     @property
     def n(self) -> tuple[int, int]:
@@ -133,7 +116,7 @@ class Comparison:
 
     @property
     def different(self) -> bool:
-        """The verdict: Holm-adjusted p below ALPHA (the unadjusted p until `adjust` ran)."""
+        """The verdict: Holm-adjusted p below ALPHA (the unadjusted p before the adjustment)."""
         p = self.p_holm if self.p_holm is not None else self.p
         return p is not None and p < ALPHA
 
@@ -158,24 +141,18 @@ def compare(first: Sequence[float], second: Sequence[float]) -> Comparison:
     difference = (float(np.mean(b)) - float(np.mean(a))) if a and b else math.nan
     if min(len(a), len(b)) < 2:
         return Comparison(a, b, difference)
-    improvement = probability_of_improvement(a, b)
-    if not (np.ptp(a) > 0 or np.ptp(b) > 0):
-        return Comparison(a, b, difference, improvement=improvement)
+    untested = Comparison(a, b, difference, improvement=probability_of_improvement(a, b))
+    if not untested.spread:
+        return untested
     _, low, high, p = welch(np.asarray(a), np.asarray(b))
-    return Comparison(a, b, difference, float(low), float(high), float(p), improvement, seeds_needed(a, b))
-
-
-def adjust(comparisons: Sequence[Comparison]) -> list[Comparison]:
-    """The comparisons with their Holm-adjusted p-values, as one family."""
-    adjusted = holm([c.p for c in comparisons])
-    return [replace(c, p_holm=p) for c, p in zip(comparisons, adjusted)]
+    return replace(untested, low=float(low), high=float(high), p=float(p), needed=seeds_needed(a, b))
 
 
 def describe_method(count: int) -> str:
     """The sentence a report prints under its comparisons."""
     return (
         f"Δ: difference of the means over seeds (second minus first), in points, with its "
-        f"{100 * CONFIDENCE:.0f}% CI ({INTERVAL}); p: {TEST} (unpaired: seeds are independent); "
+        f"{100 * CONFIDENCE:.0f}% CI (Welch's t interval); p: Welch's t-test, two-sided (unpaired: seeds are independent); "
         f"p (Holm): adjusted by Holm's method over the {count} comparison{'s' if count != 1 else ''} of this "
         f"report, a difference counts where it is below α = {ALPHA}; P(better): the chance that a random seed "
         f"of the second has the lower value (ties half); seeds needed: per network, for Welch's test at "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -67,22 +68,19 @@ class GridPoint:
 
     def states(self) -> str:
         """The states of the jobs that did not complete, e.g. `1 failed, 1 not started`."""
-        counts: dict[str, int] = {}
-        for job in self.jobs:
-            if job.status != "completed":
-                counts[job.status] = counts.get(job.status, 0) + 1
+        counts = Counter(job.status for job in self.jobs if job.status != "completed")
         if self.missing:
             counts["not started"] = self.missing
         return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
+    @property
+    def sized(self) -> Job:
+        """The first job that recorded its network's size (params, MACs), else the first job."""
+        return next((job for job in self.jobs if (job.results or {}).get("params")), self.first)
+
     def stat(self, value: Callable[[Job], float | None]) -> Stat:
         values = [value(job) for job in self.completed]
         return Stat([v for v in values if v is not None])
-
-
-def grid_key(job: Job) -> tuple:
-    """What identifies a grid point: every override except the seed."""
-    return seed_free(job.overrides)
 
 
 def group_by_grid_point(jobs: Iterable[Job], missing: Iterable[list[str]] = ()) -> list[GridPoint]:
@@ -90,7 +88,8 @@ def group_by_grid_point(jobs: Iterable[Job], missing: Iterable[list[str]] = ()) 
     point when another seed of that point started; otherwise only the sweep's list names it."""
     points: dict[tuple, GridPoint] = {}
     for job in jobs:
-        points.setdefault(grid_key(job), GridPoint(grid_key(job), [])).jobs.append(job)
+        key = seed_free(job.overrides)
+        points.setdefault(key, GridPoint(key, [])).jobs.append(job)
     for overrides in missing:
         if seed_free(overrides) in points:
             points[seed_free(overrides)].missing += 1
@@ -116,12 +115,18 @@ COLUMNS = (
 )
 
 
+def shared_overrides(keys: Iterable[Iterable[str]]) -> set[str]:
+    """The overrides every grid point shares (the experiment, the data root): they say nothing
+    about one point."""
+    keys = [set(key) for key in keys]
+    return set.intersection(*keys) if keys else set()
+
+
 def summary_rows(points: list[GridPoint]) -> list[dict[str, str]]:
-    # The overrides every point shares (the experiment, the data root) say nothing about a row.
-    shared = set.intersection(*(set(point.key) for point in points)) if points else set()
+    shared = shared_overrides(point.key for point in points)
     rows = []
     for point in points:
-        job = next((j for j in point.jobs if (j.results or {}).get("params")), point.first)
+        job = point.sized
         params = (job.results or {}).get("params")
         flops = (job.results or {}).get("flops")
         rows.append(
@@ -251,8 +256,9 @@ def trial_rows(jobs: Sequence[Job]) -> list[dict[str, str]]:
     return rows
 
 
-def markdown_table(rows: list[dict[str, str]], columns: Iterable[str] | None = None) -> str:
-    columns = list(columns or (rows[0].keys() if rows else COLUMNS))
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """The rows as a markdown table; without rows, the generic table's header."""
+    columns = list(rows[0] if rows else COLUMNS)
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
     return "\n".join(lines)

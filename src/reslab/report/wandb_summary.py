@@ -7,9 +7,8 @@ from typing import Any
 
 import wandb
 
-from reslab.errors import ConfigError
 from reslab.job import RESULTS_FILE, UnreadableJobFile, read_results, sweep_group
-from reslab.wandb_runs import WANDB_MODES, previous_run_id, start_wandb_run
+from reslab.wandb_runs import previous_run_id, start_wandb_run
 
 DEFAULT_PROJECT = "reslab"
 
@@ -22,21 +21,10 @@ def log_report_to_wandb(
     mode: str | None = None,
 ) -> str:
     """Log `table_rows` as a wandb.Table ("results") and each figure as a wandb.Image
-    ("figures/<file stem>") to the run `report` (job type `report`) in the sweep's W&B group.
-
-    sweep_dir: the sweep folder; the run is written to `sweep_dir/wandb/`. Group and project are
-        the ones its jobs used (from a job's results.json), else derived from the folder name.
-    table_rows: one dict per row (e.g. tables.summary_rows or csv_rows); columns in first-seen order.
-    figures: image files (PNG); missing files are skipped.
-    project: the W&B project; None = the jobs' project, else `reslab`.
-    mode: online, offline or disabled; None = as for training jobs (online with credentials).
-
-    Calling it again continues the same summary run. Returns the run's local folder
-    (`sweep_dir/wandb/...-run-ID`); an offline run logs how to upload it (`wandb sync`).
-    From reslab-report: `log_report_to_wandb(sweep_dir, summary_rows(points), figure_paths)`.
-    """
-    if mode not in (None, *WANDB_MODES):
-        raise ConfigError(f"W&B mode must be one of {', '.join(WANDB_MODES)} or None (auto), got {mode!r}")
+    ("figures/<file stem>") to the run `report` (job type `report`) in the sweep's W&B group and
+    project (those its jobs used, from their results.json; else from the folder name and
+    `reslab`), written to `sweep_dir/wandb/`. Calling it again continues the same run. Returns
+    the run's local folder; an offline run logs how to upload it (`wandb sync`)."""
     sweep_dir = Path(sweep_dir).absolute()
     jobs = _jobs_wandb(sweep_dir)
     columns = list(dict.fromkeys(key for row in table_rows for key in row))
