@@ -1,18 +1,11 @@
 """Checkpoints a job resumes from: which one, whether it fits the configured network, and what
 it holds besides Lightning's own state so that a resumed run carries on where the last stopped.
 
-A job writes `checkpoints/last.ckpt` (conf/callbacks/checkpoint.yaml). Running the same job
-again (same job folder: a rerun, a SLURM requeue) resumes from it; `ckpt_path=FILE` resumes from
-FILE; `ckpt_path=last` names the job's own last.ckpt; `ckpt_path=none` starts fresh. Checkpoints
-are read with `weights_only=True`: tensors and plain containers only, no pickled code is
-executed; one that holds Python objects is refused as such (reslab.safe_load).
-
-Resuming is exact (same final metrics as an uninterrupted run with the same seed, with
-trainer.deterministic=true) from checkpoints written at an epoch boundary: Lightning restores
-the loops, the optimiser and the schedule, `ResumeState` the random number generators that
-draw the next epoch's data order. A checkpoint from the middle of an epoch (every_n_train_steps
-that is not a multiple of the epoch, or one saved on a requeue signal) resumes correctly, but
-the rest of that epoch sees a new data order: the data loaders do not record their position.
+Which checkpoint a job resumes from (`ckpt_path`) and how exactly it resumes are the README's
+"Checkpoints and resume". Checkpoints are read with `weights_only=True` (reslab.safe_load):
+no pickled code is executed. Lightning restores the loops, the optimiser and the schedule;
+`ResumeState` the random number generators that draw the next epoch's data order (the data
+loaders do not record their position within an epoch).
 """
 
 from __future__ import annotations

@@ -56,9 +56,7 @@ class FolderBusy(ConfigError):
 
 
 class FolderHold:
-    """This process's hold of a folder; `release()` lets it go. Taking a folder this process
-    already holds counts one more release before it is let go (a single run's folder is both
-    the run's and its job's)."""
+    """This process's hold of a folder; `release()` lets it go."""
 
     def __init__(self, folder: Path, token: str, lease_s: float) -> None:
         self.folder = folder
@@ -66,7 +64,6 @@ class FolderHold:
         self.token = token
         self.lease_s = lease_s
         self.pid = os.getpid()
-        self.count = 1
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name=f"reslab lease {folder}", daemon=True)
         self._renewer.start()
@@ -75,10 +72,8 @@ class FolderHold:
         if os.getpid() != self.pid:
             return  # a forked child: the hold is its parent's
         with _registry_lock:
-            self.count -= 1
-            if self.count > 0:
-                return
-            _held.pop(_key(self.folder), None)
+            if _held.pop(_key(self.folder), None) is not self:
+                return  # let go already
         self._stop.set()
         if not self.folder.is_dir():
             return  # removed with its lock
@@ -121,10 +116,6 @@ def hold(folder: str | os.PathLike) -> FolderHold:
             f"output folder {folder} cannot be created ({_os_error(error)}); choose another one"
         ) from None
     with _registry_lock:
-        held = _held.get(_key(folder))
-        if held is not None and held.pid == os.getpid():
-            held.count += 1
-            return held
         lease_s = lease_seconds()
         token = uuid.uuid4().hex
         try:
@@ -187,7 +178,6 @@ def lease_seconds() -> float:
 def _release_all() -> None:
     for held in list(_held.values()):
         if held.pid == os.getpid():
-            held.count = 1
             held.release()
 
 

@@ -10,9 +10,7 @@ parser and compose API only, so it works with any sweeper:
 - sampling sweepers (e.g. `hydra/sweeper=optuna`) get what does not vary checked up front; each
   sampled job is checked as it starts (reslab.checks.check_at_start) (a bad one is recorded as failed).
 
-Exit codes of `reslab-train -m`: 0 when every job of the sweep folder completed (or was skipped
-as completed), 1 when any did not, 2 when the pre-check refused the sweep, 130/143 when the sweep
-was interrupted by SIGINT/SIGTERM.
+A sweep's exit codes are the README's "Failures, exit codes, locks and resuming".
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""`hydra/launcher=node_parallel`: run the jobs of a multirun side by side on one node.
-
-What Hydra's launchers do, plus what only a launcher can: each job runs in a process of its own
-whose environment holds it to its slot of the node (reslab.node_plan) before torch is imported;
-jobs are composed up front and, with `longest_first_by`, the longest start first; on CPU slots a
-process goes on to its slot's next job (`reuse_processes`), importing torch and Lightning once.
-A job that raises, exits or is killed is reported failed, its process group killed (its DDP
-ranks) and, without a final record, its record marked failed (reslab.job.record_lost); the others
-run on, and Hydra raises the first failure as with its basic launcher. SIGINT, SIGTERM and SIGHUP
-are passed on to the running jobs (a second one kills them), nothing more starts, and the
-launcher exits with 128 + the signal's number.
+"""`hydra/launcher=node_parallel`: run the jobs of a multirun side by side on one node; what users
+see of it (slots, failures, signals, a sweep killed outright) is the README's "Scaling out".
+Each job runs in a process of its own, in a process group of its own (its DDP ranks end with
+it), held to its slot of the node (reslab.node_plan) before torch is imported. Jobs are
+composed up front; a job lost without a final record has it marked failed (reslab.job.record_lost).
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it

@@ -11,22 +11,10 @@ A task reads:
         ...build, fit, test; run.note(...) facts; run.use_trainer(trainer)
     return run.outcome()           # the objective, or the exit code / error on_error asks for
 
-A job's results.json:
-- is written when the job starts (`running`, with pid and host) and when it ends;
-- keeps earlier attempts of the same job folder under `attempts`, so a failed rerun never loses
-  a completed run's numbers;
-- makes a rerun with an unchanged config (reslab.job.same_computation) skip the job: "skipped:
-  completed", its files untouched. An interrupted or failed job runs again and resumes from its
-  checkpoints/last.ckpt.
-
-Statuses and exit codes (single runs; a sweep's exit code is in reslab.sweep):
-completed 0 · failed or diverged 1 · configuration error 2 · interrupted 130 (SIGINT) or 143
-(SIGTERM). `on_error`: `continue` records a failure and returns, so that a sweep goes on;
-`raise` re-raises it (a single run then ends with the error); `auto` = continue in sweeps,
-raise in single runs. SIGTERM or SIGINT anywhere in the job stops it as interrupted (see
-_Stops); once its final record is being written a signal changes nothing, so the record and the
-exit code agree. A job folder that stops taking writes (a full disk) ends the job failed in one
-line naming the folder and the OS error, exit 1; the record written when it began stays.
+What the record holds, the statuses, exit codes, `on_error`, signals and full disks are the
+README's "Failures, exit codes, locks and resuming"; the rules behind them are here and in
+reslab.job. SIGTERM and SIGINT anywhere in the job stop it as interrupted (see _Stops); once its
+final record is being written a signal changes nothing, so the record and the exit code agree.
 """
 
 from __future__ import annotations
@@ -73,7 +61,8 @@ class JobRun:
         hydra_cfg = HydraConfig.get()
         job_dir = Path(hydra_cfg.runtime.output_dir)
         sweeping = hydra_cfg.mode == RunMode.MULTIRUN
-        folder = _hold_folder(job_dir)
+        # A single run's folder is its job's, held already by reslab.sweep.SweepOwner.
+        folder = _hold_folder(job_dir) if sweeping else None
         previous = _previous_record(job_dir)
         if previous is not None and previous.get("status") == job.COMPLETED and job.same_computation(previous, cfg):
             log.info("skipped: completed (%s)", job_dir)
@@ -276,7 +265,7 @@ def _is_divergence(error: BaseException) -> bool:
 
 
 def _hold_folder(job_dir: Path) -> Any:
-    """Rank 0 holds the job's folder while the job runs: a rerun never runs a job that a live
+    """Rank 0 holds a sweep job's folder while the job runs: a rerun never runs a job that a live
     process still writes. A live holder ends this job (exit 2) before it touches the folder."""
     if _rank_from_env() != 0:
         return None
