@@ -255,12 +255,12 @@ def test_run_name_says_what_the_job_computes(model, overrides, name):
 def test_a_wrong_mode_is_a_config_error(tmp_path):
     from omegaconf import OmegaConf
 
+    from reslab.checks import check_values
     from reslab.errors import ConfigError
-    from reslab.loggers import wandb_run_args
 
-    cfg = OmegaConf.create({"model": {"depth": 8, "shortcut": "none"}, "logger": {"wandb": {"mode": "sometimes"}}})
-    with pytest.raises(ConfigError, match="online, offline, disabled"):
-        wandb_run_args(cfg, cfg.logger.wandb, tmp_path)
+    cfg = OmegaConf.create({"logger": {"wandb": {"mode": "sometimes"}}})
+    with pytest.raises(ConfigError, match="logger.wandb.mode.*online.*offline.*disabled"):
+        check_values(cfg)
 
 
 @pytest.mark.slow

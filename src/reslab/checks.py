@@ -3,13 +3,14 @@ Each check raises ConfigError with one line that names the key, what was wrong a
 allowed.
 
 When: every job of a grid sweep is checked before the first starts (reslab.sweep.SweepOwner);
-a single run before its job begins (reslab.train); each job of a sampling sweeper (Optuna) as
-it starts (`check_at_start`). So each check runs once per job. A job that runs on another machine
+a single run, and each job of a sampling sweeper (Optuna), is checked as it starts
+(`check_at_start`). So each check runs once per job. A job that runs on another machine
 (`hydra/launcher=slurm`) cannot have that machine's devices checked in the launching process:
 there the names are checked up front and the whole job again when it starts on its node.
 
 What: first every value of the config against its key's rule (`check_values`, VALUE_RULES:
-type, range, a finite number where a number is meant). Then `check_job` builds what can be wrong cheaply: the settings (the
+type, range, a finite number where a number is meant; a single run's values are checked so
+before its job begins). Then `check_job` builds what can be wrong cheaply: the settings (the
 trainer's, the output folder, the SLURM layout), the optimiser and schedule
 on a dummy parameter, the network on the meta device (no memory, no init cost), the datamodule
 (whose constructor checks its files and settings) and the callbacks. Lightning is the judge of
@@ -60,17 +61,15 @@ NETWORK_TASKS = ("train", "eval")
 
 
 def check_at_start(cfg: DictConfig) -> None:
-    """Check a sampled sweep's job as it starts, and a grid sweep's job that runs on another kind
-    of machine (SLURM). A single run was checked whole before its job began (reslab.train), other
-    grid sweeps' jobs before the sweep launched them."""
+    """Check a job as it starts, unless its sweep checked it before launching it: a grid sweep
+    whose jobs run on this kind of machine."""
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode == RunMode.RUN:
-        return
-    from reslab.sweep import is_basic_sweeper
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from reslab.sweep import is_basic_sweeper
 
-    checked = is_basic_sweeper(OmegaConf.select(hydra_cfg, "sweeper._target_"))
-    if checked and not is_slurm_launcher(hydra_cfg.launcher):
-        return
+        checked = is_basic_sweeper(OmegaConf.select(hydra_cfg, "sweeper._target_"))
+        if checked and not is_slurm_launcher(hydra_cfg.launcher):
+            return
     check_job(cfg, launcher=hydra_cfg.launcher)
 
 

@@ -42,15 +42,14 @@ def train_job(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from reslab.checks import check_job, check_value
+    from reslab.checks import check_value, check_values
     from reslab.errors import ConfigError
     from reslab.tasks import task_function
 
     try:
-        # A single run is checked whole before its job begins, so that bad input leaves no record
-        # (a sweep checked its jobs before launching them, or checks each as it starts).
+        # A single run's values before its job begins (a sweep checked its jobs before launching them).
         if HydraConfig.get().mode == RunMode.RUN:
-            check_job(cfg)
+            check_values(cfg)
         else:
             check_value("task", cfg.task)
     except ConfigError as error:
