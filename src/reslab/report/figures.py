@@ -135,14 +135,13 @@ def degradation_figure(jobs: list[Job], out_png: Path, title: str = "") -> Path 
 
 # The paper's figures: (jobs, out_png, title=...) -> the figure's file, or None without curves.
 PLAIN_BESIDE_RESNET = [("plain", lambda j: j.family == "plain"), ("ResNet", lambda j: j.family == "resnet")]
+plain_beside_resnet = partial(curves_figure, panels=PLAIN_BESIDE_RESNET, colour_of=depth_of, label_of=network_name)
 # The ResNet paper's Figure 6 (CIFAR-10): dashed training error, bold held-out error (the paper's
 # bold curves are test error; ours are the 5k validation images), y from 0 to 20% when the curves fit.
-figure6 = partial(
-    curves_figure, panels=PLAIN_BESIDE_RESNET, colour_of=depth_of, label_of=network_name, paper_ylim=(0, 20)
-)
+figure6 = partial(plain_beside_resnet, paper_ylim=(0, 20))
 # The ResNet paper's Figure 4 (ImageNet): thin training error, bold centre-crop validation error,
 # y from 20 to 60% when the curves fit.
-figure4 = partial(figure6, eval_name="val (centre crop)", train_line="-", paper_ylim=(20, 60))
+figure4 = partial(plain_beside_resnet, eval_name="val (centre crop)", train_line="-", paper_ylim=(20, 60))
 
 
 # ----------------------------------------------------------------------------- sampled sweeps
